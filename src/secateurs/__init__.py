@@ -1,0 +1,54 @@
+"""secateurs: prune PyTorch networks, make them genuinely smaller, help them recover, and measure it."""
+
+from .criteria import Criterion, Custom, LnNorm, Magnitude, Random, available_criteria, get_criterion, register_criterion
+from .engine import PruneReport, apply_plan, plan_masks, prune, prune_targets
+from .errors import PruningError, SecateursError, SelectionError, UnsupportedOperationError
+from .masks import enforce, finalize, get_mask, is_pruned, load_mask_state_dict, mask_state_dict, remove_mask, set_mask
+from .patterns import NM, Pattern, Structured, Unstructured, parse_pattern
+from .selection import Selection, Skipped, select
+from .summary import Summary, summary
+from .targets import Target
+
+remove = finalize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NM",
+    "Criterion",
+    "Custom",
+    "LnNorm",
+    "Magnitude",
+    "Pattern",
+    "PruneReport",
+    "PruningError",
+    "Random",
+    "SecateursError",
+    "Selection",
+    "SelectionError",
+    "Skipped",
+    "Structured",
+    "Summary",
+    "Target",
+    "UnsupportedOperationError",
+    "Unstructured",
+    "apply_plan",
+    "available_criteria",
+    "enforce",
+    "finalize",
+    "get_criterion",
+    "get_mask",
+    "is_pruned",
+    "load_mask_state_dict",
+    "mask_state_dict",
+    "parse_pattern",
+    "plan_masks",
+    "prune",
+    "prune_targets",
+    "register_criterion",
+    "remove",
+    "remove_mask",
+    "select",
+    "set_mask",
+    "summary",
+]

@@ -1,0 +1,441 @@
+"""Model in, plan, masks, model out.
+
+:func:`plan_masks` decides the new keep-mask of every target without touching the model;
+:func:`apply_plan` writes them; :func:`prune` is both, after selecting targets and checking every
+parameter, so a bad request raises before anything changes.
+
+Amounts: a float is a fraction, an int a count, of weights (unstructured) or of groups (rows,
+channels). In ``"absolute"`` mode (the default) the amount is the sparsity to reach: asking for 0.5
+after 0.3 ends at 50%. In ``"relative"`` mode it is a fraction of what is still kept, as in
+``torch.nn.utils.prune``. Fractions become counts with ``round`` (half to even, as torch does).
+Already-pruned weights stay pruned; a target already sparser than asked is left as it is.
+
+Scopes: ``"local"`` ranks each tensor on its own, ``"global"`` ranks all selected tensors together
+(bounded memory, see :mod:`secateurs.ranking`), ``"row"`` ranks each output row on its own so every
+row keeps the same fraction (the comparison group of Wanda).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import numbers
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .criteria import Criterion, get_criterion
+from .errors import PruningError, SelectionError
+from .masks import MASK_SUFFIX, get_mask, set_mask
+from .patterns import NM, Pattern, Structured, Unstructured, parse_pattern
+from .ranking import StreamedScores, TensorScores, prune_lowest
+from .selection import ModuleType, Selection, Skipped, select
+from .targets import Target
+
+Amount = float | int
+Scope = Literal["local", "global", "row"]
+Mode = Literal["absolute", "relative"]
+
+
+@dataclass
+class LayerReport:
+    name: str
+    shape: tuple[int, ...]
+    groups: int
+    groups_pruned: int
+    params: int
+    zeros_before: int
+    zeros_after: int
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros_after / self.params if self.params else 0.0
+
+
+@dataclass
+class PruneReport:
+    """What one pruning call did: per-layer results, what was skipped, and totals over the pruned layers."""
+
+    method: str
+    pattern: str
+    scope: str
+    mode: str
+    layers: list[LayerReport] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def zeros(self) -> int:
+        return sum(layer.zeros_after for layer in self.layers)
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.params if self.params else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "pattern": self.pattern,
+            "scope": self.scope,
+            "mode": self.mode,
+            "params": self.params,
+            "zeros": self.zeros,
+            "sparsity": self.sparsity,
+            "layers": [{**asdict(layer), "sparsity": layer.sparsity} for layer in self.layers],
+            "skipped": [asdict(s) for s in self.skipped],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def __str__(self) -> str:
+        width = max([len(layer.name) for layer in self.layers] + [5])
+        lines = [f"{'layer':<{width}}  {'params':>10}  {'sparsity':>8}  {'groups pruned':>15}"]
+        for layer in self.layers:
+            groups = f"{layer.groups_pruned}/{layer.groups}"
+            lines.append(f"{layer.name:<{width}}  {layer.params:>10,}  {layer.sparsity:>8.1%}  {groups:>15}")
+        lines.append(f"{'total':<{width}}  {self.params:>10,}  {self.sparsity:>8.1%}")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)}: " + "; ".join(f"{s.name} ({s.reason})" for s in self.skipped[:8]))
+        return "\n".join(lines)
+
+
+def check_amount(amount: object, what: str = "amount") -> Amount:
+    """A valid amount: a float fraction in [0, 1] or a non-negative int count."""
+    if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
+        raise PruningError(f"{what} must be a float fraction in [0, 1] or an int count, got {amount!r}")
+    if isinstance(amount, numbers.Integral):
+        if amount < 0:
+            raise PruningError(f"{what} must not be negative, got {amount}")
+        return int(amount)
+    value = float(amount)
+    if not 0.0 <= value <= 1.0:
+        raise PruningError(
+            f"{what} {value} is not a fraction in [0, 1]; use a float fraction, or an int for a count"
+        )
+    return value
+
+
+def _count(amount: Amount, total: int, name: str) -> int:
+    count = amount if isinstance(amount, int) else round(amount * total)
+    if count > total:
+        raise PruningError(f"cannot prune {count} of the {total} prunable units of {name}; use a smaller amount")
+    return count
+
+
+def _new_prunes(amount: Amount, groups: int, kept: int, mode: Mode, name: str) -> int:
+    """How many more groups to prune, given how many exist and how many are still kept."""
+    if mode == "relative":
+        return _count(amount, kept, name)
+    return max(0, _count(amount, groups, name) - (groups - kept))
+
+
+def validate_target(target: Target) -> None:
+    """Refuse parameters that cannot be pruned meaningfully, saying what to do instead."""
+    param = target.param
+    if not isinstance(param, torch.Tensor):
+        raise PruningError(f"{target.name} is not a tensor")
+    if param.is_meta:
+        raise PruningError(
+            f"{target.name} is on the meta device and holds no data; load real weights "
+            "(e.g. model.to_empty(device=...) then load_state_dict) before pruning"
+        )
+    if param.is_quantized or not param.is_floating_point():
+        raise PruningError(
+            f"{target.name} has dtype {param.dtype}; only floating-point parameters can be pruned. "
+            "Prune before quantizing, or exclude it"
+        )
+    if param.layout != torch.strided:
+        raise PruningError(f"{target.name} has layout {param.layout}; convert it to a dense tensor before pruning")
+    bad = int((~torch.isfinite(param.detach())).sum())
+    if bad:
+        raise PruningError(
+            f"{target.name} holds {bad} NaN/Inf values; fix or reload the weights before pruning "
+            "(scores of non-finite weights are meaningless)"
+        )
+    for _, module in target.holders:
+        buffer = target.param_name + MASK_SUFFIX
+        if get_mask(module, target.param_name) is None and hasattr(module, buffer):
+            raise PruningError(
+                f"{type(module).__name__} holding {target.name} already has an attribute {buffer!r}; "
+                "rename it before pruning (secateurs keeps its mask there)"
+            )
+
+
+def _checked(scores: torch.Tensor, target: Target) -> torch.Tensor:
+    if not torch.isfinite(scores).all():
+        raise PruningError(f"scores for {target.name} contain NaN/Inf; the criterion must give finite scores")
+    return scores
+
+
+def _current_keep(target: Target) -> torch.Tensor:
+    mask = get_mask(target.module, target.param_name)
+    param = target.param
+    return torch.ones(param.shape, dtype=torch.bool, device=param.device) if mask is None else mask.clone()
+
+
+def _match_per_layer(targets: Sequence[Target], per_layer: Mapping[str, Amount]) -> dict[str, Amount]:
+    """Amount for each target named by a per-layer pattern; the first matching pattern wins."""
+    found: dict[str, Amount] = {}
+    used: set[str] = set()
+    for pattern, amount in per_layer.items():
+        amount = check_amount(amount, f"amount for {pattern!r}")
+        regex = re.compile(pattern[3:]) if pattern.startswith("re:") else None
+        for target in targets:
+            names = (target.name, target.module_name)
+            hit = any(regex.fullmatch(n) if regex else fnmatch.fnmatchcase(n, pattern) for n in names)
+            if hit:
+                used.add(pattern)
+                found.setdefault(target.name, amount)
+    unused = [p for p in per_layer if p not in used]
+    if unused:
+        raise SelectionError(f"per-layer pattern(s) {unused} match no selected parameter; check the names")
+    return found
+
+
+def _local_keep(target: Target, criterion: Criterion, pattern: Pattern, amount: Amount | None, mode: Mode) -> tuple[torch.Tensor, int]:
+    keep = _current_keep(target)
+    param = target.param.detach()
+    if isinstance(pattern, NM):
+        scores = _checked(criterion.score(param, target), target)
+        return pattern.keep_mask(scores, keep, target), 0
+    group_keep = pattern.group_keep(keep, target).clone()
+    assert amount is not None
+    k = _new_prunes(amount, group_keep.numel(), int(group_keep.sum()), mode, target.name)
+    if k:
+        scores = _checked(pattern.group_scores(criterion.score(param, target), target, criterion), target)
+        flat = group_keep.view(-1)
+        prune_lowest([TensorScores(scores)], [flat], k)
+    return pattern.expand(group_keep, keep, target), k
+
+
+def _row_keep(target: Target, criterion: Criterion, amount: Amount, mode: Mode) -> tuple[torch.Tensor, int]:
+    """Every output row keeps the same fraction; ties pruned by position (stable sort)."""
+    keep = _current_keep(target)
+    out_dim = target.dim("out")
+    rows_keep = keep.movedim(out_dim, 0).reshape(keep.shape[out_dim], -1)
+    width = rows_keep.shape[1]
+    kept = rows_keep.sum(dim=1)
+    if mode == "relative":
+        per_row = torch.tensor([_count(amount, int(c), target.name) for c in kept.tolist()], device=keep.device)
+    else:
+        per_row = (_count(amount, width, target.name) - (width - kept)).clamp(min=0)
+    if not int(per_row.sum()):
+        return keep, 0
+    scores = _checked(criterion.score(target.param.detach(), target), target)
+    row_scores = scores.movedim(out_dim, 0).reshape(rows_keep.shape).masked_fill(~rows_keep, float("inf"))
+    order = torch.sort(row_scores, dim=1, stable=True).indices
+    drop = torch.arange(width, device=keep.device).unsqueeze(0) < per_row.unsqueeze(1)
+    new_rows = rows_keep.clone()
+    new_rows.scatter_(1, order, ~drop & rows_keep.gather(1, order))
+    moved_shape = keep.movedim(out_dim, 0).shape
+    return new_rows.reshape(moved_shape).movedim(0, out_dim).contiguous(), int(per_row.sum())
+
+
+def plan_masks(
+    targets: Sequence[Target],
+    criterion: Criterion,
+    pattern: Pattern,
+    amount: Amount | None,
+    scope: Scope = "local",
+    mode: Mode = "absolute",
+    per_layer: Mapping[str, Amount] | None = None,
+) -> dict[str, tuple[Target, torch.Tensor]]:
+    """The new keep-mask of every target, keyed by name. Reads the model, never writes it."""
+    if scope not in ("local", "global", "row"):
+        raise PruningError(f"scope must be 'local', 'global' or 'row', got {scope!r}")
+    if mode not in ("absolute", "relative"):
+        raise PruningError(f"mode must be 'absolute' or 'relative', got {mode!r}")
+    if isinstance(pattern, NM):
+        if amount is not None or per_layer:
+            raise PruningError(
+                f"an N:M pattern fixes the sparsity at 1 - {pattern.n}/{pattern.m}; drop the amount "
+                "(and per-layer amounts)"
+            )
+        if scope == "global":
+            raise PruningError("N:M is decided within each block of M weights; use scope='local'")
+    else:
+        if amount is None and not per_layer:
+            raise PruningError("give an amount (float fraction or int count) to prune")
+        if amount is not None:
+            amount = check_amount(amount)
+    if scope == "row" and not isinstance(pattern, Unstructured):
+        raise PruningError("scope='row' ranks weights within each output row; it needs pattern='unstructured'")
+    if scope == "global" and not pattern.supports_global:
+        raise PruningError(f"{pattern!r} cannot rank across tensors; use scope='local'")
+    for target in targets:
+        pattern.validate(target)
+
+    overrides = _match_per_layer(targets, per_layer) if per_layer else {}
+    missing = [t.name for t in targets if t.name not in overrides and amount is None and not isinstance(pattern, NM)]
+    if missing:
+        raise PruningError(f"no amount for {missing[:5]}: give amount= or a per-layer pattern covering them")
+
+    plan: dict[str, tuple[Target, torch.Tensor]] = {}
+    pooled = [t for t in targets if t.name not in overrides] if scope == "global" else []
+    pooled_names = {t.name for t in pooled}
+    for target in targets:
+        if target.name in pooled_names:
+            continue
+        layer_amount = overrides.get(target.name, amount)
+        if scope == "row":
+            keep, _ = _row_keep(target, criterion, layer_amount, mode)  # type: ignore[arg-type]
+        else:
+            keep, _ = _local_keep(target, criterion, pattern, layer_amount, mode)
+        plan[target.name] = (target, keep)
+    if pooled:
+        plan.update(_global_keep(pooled, criterion, pattern, amount, mode))  # type: ignore[arg-type]
+    return {t.name: plan[t.name] for t in targets}
+
+
+def _global_keep(
+    targets: Sequence[Target], criterion: Criterion, pattern: Pattern, amount: Amount, mode: Mode
+) -> dict[str, tuple[Target, torch.Tensor]]:
+    keeps = [_current_keep(t) for t in targets]
+    group_keeps = [keep if isinstance(pattern, Unstructured) else pattern.group_keep(keep, t).clone() for t, keep in zip(targets, keeps)]
+    groups = sum(g.numel() for g in group_keeps)
+    kept = sum(int(g.sum()) for g in group_keeps)
+    k = _new_prunes(amount, groups, kept, mode, "the selected parameters")
+    if k:
+        sources = []
+        for target in targets:
+            param = target.param.detach()
+            if isinstance(pattern, Unstructured) and criterion.pointwise:
+                sources.append(StreamedScores(param, criterion.score_values))
+            else:
+                def compute(target: Target = target, param: torch.Tensor = param) -> torch.Tensor:
+                    return _checked(pattern.group_scores(criterion.score(param, target), target, criterion), target)
+
+                sources.append(TensorScores(compute, numel=pattern.num_groups(target)))
+        prune_lowest(sources, [g.view(-1) for g in group_keeps], k)
+    result = {}
+    for target, keep, group_keep in zip(targets, keeps, group_keeps):
+        result[target.name] = (target, keep if group_keep is keep else pattern.expand(group_keep, keep, target))
+    return result
+
+
+def apply_plan(plan: Mapping[str, tuple[Target, torch.Tensor]]) -> None:
+    """Write planned masks to the model (every holder of a tied parameter gets the same mask)."""
+    for target, keep in plan.values():
+        for _, module in target.holders:
+            set_mask(module, target.param_name, keep)
+
+
+def _groups_pruned(pattern: Pattern, target: Target, keep: torch.Tensor) -> tuple[int, int]:
+    if isinstance(pattern, (Unstructured, NM)):
+        return keep.numel(), keep.numel() - int(keep.sum())
+    group_keep = pattern.group_keep(keep, target)
+    return group_keep.numel(), group_keep.numel() - int(group_keep.sum())
+
+
+def prune_targets(
+    targets: Sequence[Target],
+    amount: Amount | None = None,
+    *,
+    method: str | Criterion = "magnitude",
+    pattern: str | Pattern = "unstructured",
+    scope: Scope = "local",
+    mode: Mode = "absolute",
+    per_layer: Mapping[str, Amount] | None = None,
+    skipped: Iterable[Skipped] = (),
+    **criterion_options: Any,
+) -> PruneReport:
+    """Prune given targets: validate all, plan all, then write. The model is unchanged on any error."""
+    criterion = get_criterion(method, **criterion_options)
+    pattern_obj = parse_pattern(pattern)
+    for target in targets:
+        validate_target(target)
+    zeros_before = {t.name: t.param.numel() - int(torch.count_nonzero(t.param.detach())) for t in targets}
+    plan = plan_masks(targets, criterion, pattern_obj, amount, scope, mode, per_layer)
+    apply_plan(plan)
+    report = PruneReport(
+        method=getattr(criterion, "name", "") or type(criterion).__name__,
+        pattern=repr(pattern_obj),
+        scope=scope,
+        mode=mode,
+        skipped=list(skipped),
+    )
+    for target, keep in plan.values():
+        groups, pruned = _groups_pruned(pattern_obj, target, keep)
+        param = target.param.detach()
+        report.layers.append(
+            LayerReport(
+                name=target.name,
+                shape=tuple(param.shape),
+                groups=groups,
+                groups_pruned=pruned,
+                params=param.numel(),
+                zeros_before=zeros_before[target.name],
+                zeros_after=param.numel() - int(torch.count_nonzero(param)),
+            )
+        )
+    return report
+
+
+def prune(
+    model: nn.Module,
+    amount: Amount | None = None,
+    *,
+    method: str | Criterion = "magnitude",
+    pattern: str | Pattern = "unstructured",
+    scope: Scope = "local",
+    mode: Mode = "absolute",
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    types: Sequence[ModuleType] | None = None,
+    param_names: Sequence[str] = ("weight",),
+    per_layer: Mapping[str, Amount] | None = None,
+    include_output: bool = False,
+    include_frozen: bool = False,
+    seed: int | None = None,
+    **criterion_options: Any,
+) -> PruneReport:
+    """Prune ``model`` in place with masks and return a report.
+
+    ``method`` names a criterion (``"magnitude"``, ``"l2"``, ``"random"``, ...) or is a
+    :class:`~secateurs.criteria.Criterion`; ``pattern`` is ``"unstructured"``, ``"channel"``/``"out"``,
+    ``"in"``, ``"structured:DIM"`` or ``"N:M"``; ``seed`` seeds random criteria. See the module
+    docstring for amounts, modes and scopes, and :func:`secateurs.selection.select` for selection.
+    """
+    selection: Selection = select(
+        model,
+        include=include,
+        exclude=exclude,
+        types=types,
+        param_names=param_names,
+        include_output=include_output,
+        include_frozen=include_frozen,
+    )
+    if seed is not None:
+        criterion_options["seed"] = seed
+    pattern_obj = parse_pattern(pattern)
+    targets, skipped = list(selection.targets), list(selection.skipped)
+    if isinstance(pattern_obj, (NM, Structured)):
+        usable = []
+        for target in targets:
+            try:
+                pattern_obj.validate(target)
+                usable.append(target)
+            except PruningError as exc:
+                skipped.append(Skipped(target.name, str(exc)))
+        if not usable:
+            raise SelectionError(f"no selected parameter fits {pattern_obj!r}: " + "; ".join(s.reason for s in skipped[-3:]))
+        targets = usable
+    return prune_targets(
+        targets,
+        amount,
+        method=method,
+        pattern=pattern_obj,
+        scope=scope,
+        mode=mode,
+        per_layer=per_layer,
+        skipped=skipped,
+        **criterion_options,
+    )

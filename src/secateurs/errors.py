@@ -1,0 +1,23 @@
+"""Errors raised by secateurs.
+
+Every error names the problem and the fix. Raising one never leaves a model half-pruned:
+plans are validated in full before anything is written to a model.
+"""
+
+from __future__ import annotations
+
+
+class SecateursError(Exception):
+    """Base class for every error secateurs raises on purpose."""
+
+
+class PruningError(SecateursError, ValueError):
+    """A pruning request that cannot be carried out as asked (bad amount, bad tensor, bad selection)."""
+
+
+class SelectionError(PruningError):
+    """Include/exclude patterns or module types that select nothing, or name something that is not there."""
+
+
+class UnsupportedOperationError(SecateursError, NotImplementedError):
+    """An operation the dependency analysis does not understand; never guessed around silently."""

@@ -1,0 +1,350 @@
+"""A plain training loop for the simple case: fine-tune (and prune on a schedule), resumable to the bit.
+
+    controller = PruningController(model, Gradual(0.9, end=600, frequency=30), unit="step")
+    result = fit(model, (x_train, y_train), epochs=10, controller=controller, eval_data=(x_test, y_test),
+                 checkpoint_dir="runs/gradual", checkpoint_every=50)
+
+Data order is a function of ``(seed, epoch)`` only, and a checkpoint stores model, masks, optimizer,
+controller position and every RNG state, so a run killed at any point resumes from its last checkpoint
+and continues exactly as if it had never stopped (same batches, same dropout, same masks). Under
+``torch.distributed`` each rank trains on its shard of every epoch's permutation.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from ..errors import PruningError
+from ..masks import load_mask_state_dict, mask_state_dict
+from .checkpoint import CheckpointManager, pack_module, rng_state, set_rng_state, unpack_module
+from .controller import PruneEvent, PruningController
+from .distill import Distiller, call_model, logits_of
+from .distributed import is_distributed, unwrap
+
+OptimizerSpec = str | Callable[[Sequence[nn.Parameter]], torch.optim.Optimizer]
+Data = Dataset | DataLoader | tuple[torch.Tensor, ...]
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    loss: float
+    accuracy: float | None
+    seconds: float
+    params: int
+    lr: float
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did. ``model`` is the trained model (a new object if shrinking rebuilt it)."""
+
+    model: nn.Module
+    history: list[EpochLog] = field(default_factory=list)
+    events: list[PruneEvent] = field(default_factory=list)
+    accuracy_pruned: float | None = None
+    steps: int = 0
+    seconds: float = 0.0
+    resumed_from: str | None = None
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.history[-1].accuracy if self.history else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "accuracy_pruned": self.accuracy_pruned,
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "resumed_from": self.resumed_from,
+            "history": [asdict(log) for log in self.history],
+            "events": [event.to_dict() for event in self.events],
+        }
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def as_dataset(data: Data) -> Dataset:
+    if isinstance(data, DataLoader):
+        return data.dataset
+    if isinstance(data, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in data):
+        return TensorDataset(*data)
+    if isinstance(data, Dataset):
+        return data
+    raise PruningError(f"data must be a Dataset, a DataLoader or a tuple of tensors, got {type(data).__name__}")
+
+
+def epoch_order(seed: int, epoch: int, size: int) -> list[int]:
+    """This rank's sample order for ``epoch``: a permutation fixed by ``(seed, epoch)``, sharded by rank."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(size, generator=generator).tolist()
+    if is_distributed():
+        world, rank = dist.get_world_size(), dist.get_rank()
+        padded = math.ceil(size / world) * world
+        order = (order + order[: padded - size])[rank::world]
+    return order
+
+
+def batches(dataset: Dataset, indices: list[int], batch_size: int, loader_options: dict[str, Any]) -> Iterator[Any]:
+    """Batches of ``dataset`` in the given order; tensors datasets are sliced directly (fast)."""
+    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    if isinstance(dataset, TensorDataset):
+        for chunk in chunks:
+            index = torch.tensor(chunk)
+            yield tuple(t[index] for t in dataset.tensors)
+        return
+    # a private generator: creating the iterator must not draw from the global RNG (resume exactness)
+    yield from DataLoader(dataset, batch_sampler=chunks, generator=torch.Generator().manual_seed(len(indices)), **loader_options)
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to(v, device) for v in batch)
+    return batch
+
+
+def split_batch(batch: Any) -> tuple[Any, Any]:
+    """(inputs, labels) from ``(x, y)`` tuples or dicts with a ``labels`` key (inputs keep the other keys)."""
+    if isinstance(batch, dict):
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "label")}
+        return inputs, batch.get("labels", batch.get("label"))
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return (batch[0] if len(batch) == 2 else tuple(batch[:-1])), batch[-1]
+    raise PruningError("batches must be (inputs, labels) tuples or dicts with a 'labels' key")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Data, batch_size: int = 512, device: torch.device | str | None = None) -> float:
+    """Top-1 accuracy of ``model`` on ``data`` (inputs, labels)."""
+    dataset = as_dataset(data)
+    device = torch.device(device) if device is not None else _device_of(model)
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for batch in batches(dataset, list(range(len(dataset))), batch_size, {}):
+        inputs, labels = split_batch(_to(batch, device))
+        logits = logits_of(call_model(model, inputs))
+        correct += int((logits.argmax(dim=-1) == labels).sum())
+        total += labels.numel()
+    model.train(was_training)
+    return correct / total if total else float("nan")
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def make_optimizer(spec: OptimizerSpec, params: Sequence[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if callable(spec):
+        return spec(params)
+    name = spec.lower()
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise PruningError(f"unknown optimizer {spec!r}; use 'adamw', 'adam', 'sgd' or a callable(params) -> Optimizer")
+
+
+def lr_factor(schedule: str | Callable[[float], float], progress: float) -> float:
+    """Learning-rate multiplier at ``progress`` in [0, 1] of training; a function of the step, so it survives
+    optimizer rebuilds and resumes."""
+    if callable(schedule):
+        return schedule(progress)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    if schedule == "constant":
+        return 1.0
+    raise PruningError(f"unknown lr_schedule {schedule!r}; use 'cosine', 'constant' or a callable(progress) -> factor")
+
+
+def fit(
+    model: nn.Module,
+    train: Data,
+    *,
+    epochs: int,
+    controller: PruningController | None = None,
+    optimizer: OptimizerSpec = "adamw",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    lr_schedule: str | Callable[[float], float] = "cosine",
+    batch_size: int = 64,
+    loss_fn: Callable[[torch.Tensor, Any], torch.Tensor] = F.cross_entropy,
+    distiller: Distiller | None = None,
+    clip_grad_norm: float | None = None,
+    eval_data: Data | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    keep_checkpoints: int = 2,
+    resume: bool = True,
+    seed: int = 0,
+    loader_options: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+    on_batch_end: Callable[[int], None] | None = None,
+) -> FitResult:
+    """Train ``model`` for ``epochs``, pruning as ``controller`` says; returns a :class:`FitResult`.
+
+    Checkpoints go to ``checkpoint_dir`` at every epoch end and every ``checkpoint_every`` steps; with
+    ``resume`` the newest one there is picked up. ``accuracy_pruned`` is measured on ``eval_data`` right
+    after the controller's last pruning event, before the fine-tuning that follows it.
+    """
+    if epochs < 0:
+        raise PruningError(f"epochs must be >= 0, got {epochs}")
+    if controller is not None and unwrap(controller.model) is not unwrap(model):
+        raise PruningError("the controller was built for another model; pass the same model to both")
+    dataset = as_dataset(train)
+    loader_options = dict(loader_options or {})
+    steps_per_epoch = math.ceil(len(epoch_order(seed, 0, len(dataset))) / batch_size)
+    total_steps = max(1, epochs * steps_per_epoch)
+    device = _device_of(model)
+    result = FitResult(model=model)
+    manager = None
+    if checkpoint_dir is not None:
+        suffix = f"-rank{dist.get_rank()}" if is_distributed() else ""
+        manager = CheckpointManager(checkpoint_dir, prefix=f"checkpoint{suffix}", keep=keep_checkpoints)
+    state = manager.load() if manager is not None and resume else None
+
+    start_epoch, start_batch, step, elapsed = 0, 0, 0, 0.0
+    if state is None:
+        seed_everything(seed)
+        if controller is not None:
+            controller.start()
+            model = controller.model
+    else:
+        model = _restore_model(model, state, controller)
+        start_epoch, start_batch, step, elapsed = state["epoch"], state["batch"], state["step"], state["seconds"]
+        result.history = [EpochLog(**log_) for log_ in state["history"]]
+        result.accuracy_pruned = state["accuracy_pruned"]
+        result.resumed_from = str(manager.latest()) if manager else None
+    opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr, weight_decay)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+
+    def save(epoch: int, batch: int) -> None:
+        if manager is None:
+            return
+        bare = unwrap(model)
+        manager.save(
+            {
+                "version": 1,
+                "epoch": epoch,
+                "batch": batch,
+                "step": step,
+                "seconds": elapsed + time.perf_counter() - started,
+                "model": bare.state_dict(),
+                "module": pack_module(bare) if controller is not None and any(e.shrunk for e in controller.history) else None,
+                "masks": mask_state_dict(bare),
+                "optimizer": opt.state_dict(),
+                "controller": controller.state_dict() if controller is not None else None,
+                "rng": rng_state(),
+                "history": [asdict(log_) for log_ in result.history],
+                "accuracy_pruned": result.accuracy_pruned,
+            },
+            step,
+        )
+
+    def after_event(event: PruneEvent | None) -> None:
+        nonlocal model, opt
+        if event is None:
+            return
+        if event.shrunk:
+            model = controller.model  # type: ignore[union-attr]
+            opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr, weight_decay)
+        if event.last and eval_data is not None:
+            result.accuracy_pruned = evaluate(model, eval_data)
+        if log:
+            log(f"pruned to {event.sparsity:.1%} at {event.unit} {event.position} ({event.params:,} parameters)")
+
+    if state is None and controller is not None and controller.history:
+        after_event(controller.history[-1])  # events at position 0, already run by start()
+
+    started = time.perf_counter()
+    for epoch in range(start_epoch, epochs):
+        epoch_started = time.perf_counter()
+        order = epoch_order(seed, epoch, len(dataset))
+        first = start_batch if epoch == start_epoch else 0
+        model.train()
+        losses = []
+        for index, batch in enumerate(batches(dataset, order[first * batch_size :], batch_size, loader_options), start=first):
+            inputs, labels = split_batch(_to(batch, device))
+            factor = lr_factor(lr_schedule, step / total_steps)
+            for group in opt.param_groups:
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+            opt.zero_grad(set_to_none=True)
+            if distiller is not None:
+                loss = distiller(model, inputs, labels).loss
+            else:
+                loss = loss_fn(logits_of(call_model(model, inputs)), labels)
+            loss.backward()
+            if clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            opt.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            if controller is not None:
+                after_event(controller.on_step())
+            if checkpoint_every and step % checkpoint_every == 0 and index + 1 < steps_per_epoch:
+                save(epoch, index + 1)
+            if on_batch_end is not None:
+                on_batch_end(step)
+        if controller is not None:
+            after_event(controller.on_epoch())
+        accuracy = evaluate(model, eval_data) if eval_data is not None else None
+        seconds = time.perf_counter() - epoch_started
+        result.history.append(
+            EpochLog(epoch, float(np.mean(losses)) if losses else float("nan"), accuracy, seconds,
+                     sum(p.numel() for p in model.parameters()), opt.param_groups[0]["lr"])
+        )
+        if log:
+            acc = f", accuracy {accuracy:.2%}" if accuracy is not None else ""
+            log(f"epoch {epoch + 1}/{epochs}: loss {result.history[-1].loss:.4f}{acc} ({seconds:.1f}s)")
+        save(epoch + 1, 0)
+
+    result.model = model
+    result.events = list(controller.history) if controller is not None else []
+    result.steps = step
+    result.seconds = elapsed + time.perf_counter() - started
+    return result
+
+
+def _restore_model(model: nn.Module, state: dict[str, Any], controller: PruningController | None) -> nn.Module:
+    """Load a checkpoint's model, masks and controller position into (or in place of) ``model``."""
+    bare = unwrap(model)
+    if state.get("module") is not None:
+        restored = unpack_module(state["module"]).to(_device_of(bare))
+        if controller is None:
+            raise PruningError("this checkpoint holds a shrunk model; resume it with its controller")
+        controller.model = model = bare = restored
+    else:
+        bare.load_state_dict(state["model"])
+    load_mask_state_dict(bare, state["masks"])
+    if controller is not None:
+        if state["controller"] is None:
+            raise PruningError("the checkpoint was written without a controller; resume without one")
+        controller.load_state_dict(state["controller"])
+    return model

@@ -1,0 +1,136 @@
+"""Prune and recover in one call, measuring what was lost and what came back (the CLI's ``--finetune``).
+
+    result = recover(model, (x_train, y_train), (x_test, y_test), amount=0.9, epochs=10, schedule="gradual")
+    result.to_dict()   # accuracy_dense, accuracy_pruned, accuracy_finetuned, recovered, ...
+
+``accuracy_pruned`` is measured right after the last pruning event, before the fine-tuning that follows
+it (for one-shot: right after pruning).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..errors import PruningError
+from .controller import PruneEvent, PruningController, count_parameters
+from .distill import Distiller
+from .loop import Data, EpochLog, as_dataset, epoch_order, evaluate, fit
+from .schedules import OneShot, Schedule, make_schedule
+
+
+def recovered_fraction(dense: float, pruned: float, finetuned: float) -> float | None:
+    """Share of the accuracy lost to pruning that fine-tuning won back (1.0 = all of it; may exceed 1)."""
+    lost = dense - pruned
+    return None if lost <= 0 else (finetuned - pruned) / lost
+
+
+@dataclass
+class RecoveryResult:
+    accuracy_dense: float
+    accuracy_pruned: float
+    accuracy_finetuned: float
+    sparsity: float
+    schedule: dict[str, Any]
+    unit: str
+    epochs: int
+    seconds: float
+    params_dense: int
+    params_final: int
+    history: list[EpochLog] = field(default_factory=list)
+    events: list[PruneEvent] = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def recovered(self) -> float | None:
+        return recovered_fraction(self.accuracy_dense, self.accuracy_pruned, self.accuracy_finetuned)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy_dense": self.accuracy_dense,
+            "accuracy_pruned": self.accuracy_pruned,
+            "accuracy_finetuned": self.accuracy_finetuned,
+            "recovered": self.recovered,
+            "sparsity": self.sparsity,
+            "schedule": self.schedule,
+            "unit": self.unit,
+            "epochs": self.epochs,
+            "seconds": self.seconds,
+            "params_dense": self.params_dense,
+            "params_final": self.params_final,
+            "epoch_seconds": [log.seconds for log in self.history],
+            "events": [event.to_dict() for event in self.events],
+        }
+
+
+def recover(
+    model: nn.Module,
+    train: Data,
+    test: Data,
+    *,
+    amount: float,
+    epochs: int,
+    schedule: str | Schedule = "oneshot",
+    unit: str | None = None,
+    method: str = "magnitude",
+    pattern: str = "unstructured",
+    scope: str = "local",
+    shrink: bool = False,
+    example_inputs: Any = None,
+    distill: bool | Distiller = False,
+    batch_size: int = 64,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    log: Any = None,
+    prune_options: dict[str, Any] | None = None,
+    **fit_options: Any,
+) -> RecoveryResult:
+    """Measure ``model`` on ``test``, prune it to ``amount`` on ``schedule`` (``"oneshot"``, ``"iterative"``,
+    ``"gradual"`` or a :class:`Schedule` with its ``unit``) while fine-tuning ``epochs`` on ``train``, and
+    measure again. ``distill=True`` uses a copy of the dense model as teacher. ``fit_options`` go to
+    :func:`secateurs.recovery.fit` (``lr``, ``optimizer``, ``weight_decay``, ...)."""
+    accuracy_dense = evaluate(model, test)
+    params_dense = count_parameters(model)
+    distiller = Distiller(copy.deepcopy(model)) if distill is True else (distill or None)
+    if isinstance(schedule, str):
+        steps = math.ceil(len(epoch_order(seed, 0, len(as_dataset(train)))) / batch_size)
+        if epochs == 0 and schedule.lower() == "oneshot":
+            schedule_obj, unit = OneShot(amount), "epoch"
+        else:
+            schedule_obj, unit = make_schedule(schedule, amount, epochs, steps)
+    elif unit is None:
+        raise PruningError("with a Schedule object, say whether positions count 'epoch's or 'step's (unit=)")
+    else:
+        schedule_obj = schedule
+    controller = PruningController(
+        model, schedule_obj, unit=unit, method=method, pattern=pattern, scope=scope,  # type: ignore[arg-type]
+        shrink=shrink, example_inputs=example_inputs, **(prune_options or {}),
+    )
+    result = fit(
+        model, train, epochs=epochs, controller=controller, eval_data=test, batch_size=batch_size, seed=seed,
+        distiller=distiller, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, log=log, **fit_options,
+    )
+    if result.accuracy_pruned is None:
+        raise PruningError(f"the schedule {schedule_obj.to_dict()} never pruned within {epochs} epochs; shorten it")
+    final = evaluate(result.model, test)
+    return RecoveryResult(
+        accuracy_dense=accuracy_dense,
+        accuracy_pruned=result.accuracy_pruned,
+        accuracy_finetuned=final,
+        sparsity=result.events[-1].sparsity if result.events else 0.0,
+        schedule=schedule_obj.to_dict(),
+        unit=unit,
+        epochs=epochs,
+        seconds=result.seconds,
+        params_dense=params_dense,
+        params_final=count_parameters(result.model),
+        history=result.history,
+        events=result.events,
+        model=result.model,
+    )

@@ -1,0 +1,44 @@
+"""The one call between cycles that makes structured recovery faster: remove pruned channels for real.
+
+A shrink step is ``fn(model, target, reached) -> model | None``: bring the model from ``reached`` to
+``target`` (fractions of the *original* channels removed) by physical surgery, in place or by
+returning a new model. :func:`default_shrink` wraps :func:`secateurs.structural.shrink`, which takes an
+amount relative to the model as it is now, hence the conversion below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+from ..errors import PruningError
+
+ShrinkFn = Callable[[nn.Module, float, float], "nn.Module | None"]
+
+
+def relative_amount(target: float, reached: float) -> float:
+    """Fraction of the channels left now that must go for ``target`` of the original ones to be gone."""
+    if reached >= 1:
+        raise PruningError("every channel is already gone; nothing is left to shrink")
+    return max(0.0, 1.0 - (1.0 - target) / (1.0 - reached))
+
+
+def default_shrink(example_inputs: Any, method: Any, options: Mapping[str, Any]) -> ShrinkFn:
+    """Shrink with :mod:`secateurs.structural` (imported on first use: it is optional)."""
+
+    def shrink(model: nn.Module, target: float, reached: float) -> nn.Module | None:
+        try:
+            from .. import structural
+        except ImportError as exc:  # pragma: no cover - depends on the installed version
+            raise PruningError(
+                "shrink=True needs secateurs.structural, which is not available in this installation; "
+                "pass shrink=<callable(model, target, reached)> or prune with masks only (shrink=False)"
+            ) from exc
+        amount = relative_amount(target, reached)
+        if amount <= 0:
+            return None
+        return structural.shrink(model, example_inputs, amount=amount, method=method, **dict(options))
+
+    return shrink

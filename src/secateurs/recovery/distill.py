@@ -66,7 +66,8 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
 class DistillOutput:
     loss: torch.Tensor
     output: Any
-    parts: dict[str, float] = field(default_factory=dict)
+    #: the separate terms, detached (tensors, so reading them costs no device sync until you ask)
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class _Capture:
@@ -129,19 +130,19 @@ class Distiller:
             output = call_model(student, inputs)
         logits = logits_of(output)
         soft = kd_loss(logits, teacher_logits, self.temperature)
-        parts = {"kd": float(soft)}
+        parts = {"kd": soft.detach()}
         if labels is None:
             loss = soft
         else:
             task = self.task_loss(logits, labels)
-            parts["task"] = float(task)
+            parts["task"] = task.detach()
             loss = (1 - self.alpha) * task + self.alpha * soft
         if self.hidden:
             hidden = sum(
                 self._hidden_mse(name, student_states.outputs[name], teacher_states.outputs[teacher_name])
                 for name, teacher_name in self.hidden.items()
             ) / len(self.hidden)
-            parts["hidden"] = float(hidden)
+            parts["hidden"] = hidden.detach()
             loss = loss + self.hidden_weight * hidden
         return DistillOutput(loss=loss, output=output, parts=parts)
 

@@ -40,6 +40,8 @@ Data = Dataset | DataLoader | tuple[torch.Tensor, ...]
 
 @dataclass
 class EpochLog:
+    """One epoch: mean training loss, eval accuracy after it, wall time, parameters it started training."""
+
     epoch: int
     loss: float
     accuracy: float | None
@@ -286,6 +288,7 @@ def fit(
     started = time.perf_counter()
     for epoch in range(start_epoch, epochs):
         epoch_started = time.perf_counter()
+        params_trained = sum(p.numel() for p in model.parameters())
         order = epoch_order(seed, epoch, len(dataset))
         first = start_batch if epoch == start_epoch else 0
         model.train()
@@ -317,8 +320,8 @@ def fit(
         accuracy = evaluate(model, eval_data) if eval_data is not None else None
         seconds = time.perf_counter() - epoch_started
         result.history.append(
-            EpochLog(epoch, float(np.mean(losses)) if losses else float("nan"), accuracy, seconds,
-                     sum(p.numel() for p in model.parameters()), opt.param_groups[0]["lr"])
+            EpochLog(epoch, float(np.mean(losses)) if losses else float("nan"), accuracy, seconds, params_trained,
+                     opt.param_groups[0]["lr"])
         )
         if log:
             acc = f", accuracy {accuracy:.2%}" if accuracy is not None else ""

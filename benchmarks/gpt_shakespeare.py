@@ -1,0 +1,173 @@
+"""Perplexity of a small character-level GPT on held-out tinyshakespeare, dense and pruned.
+
+The first run trains the model (GPT-2 architecture from transformers, 4 blocks of width 256, about
+12 minutes on 2 CPU cores) and caches it under ``$SECATEURS_CACHE`` (default ``benchmarks/.cache``);
+later runs load it. Text: the first 90% of ``input.txt`` trains (and calibrates), the last 10% is held out.
+
+    python benchmarks/gpt_shakespeare.py                # train if needed, then the table
+    python benchmarks/gpt_shakespeare.py --train-only   # just build the cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_TEXT = HERE.parent.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+
+#: The training recipe; its hash names the cache entry, so changing it retrains.
+RECIPE = {
+    "n_layer": 4,
+    "n_embd": 256,
+    "n_head": 4,
+    "context": 128,
+    "batch": 32,
+    "steps": 800,
+    "lr": 2e-3,
+    "min_lr": 1e-4,
+    "warmup": 40,
+    "weight_decay": 0.1,
+    "dropout": 0.1,
+    "train_fraction": 0.9,
+    "seed": 0,
+}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SECATEURS_CACHE")
+    return Path(root) if root else HERE / ".cache"
+
+
+def load_text(path: Path) -> str:
+    if not path.is_file():
+        sys.exit(f"no text at {path}; pass --text PATH to tinyshakespeare's input.txt")
+    return path.read_text(encoding="utf-8")
+
+
+def encode(text: str, vocab: str) -> torch.Tensor:
+    index = {ch: i for i, ch in enumerate(vocab)}
+    return torch.tensor([index[ch] for ch in text], dtype=torch.long)
+
+
+def split(text: str, vocab: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train and held-out token streams: the first ``train_fraction`` of the text, and the rest."""
+    cut = int(len(text) * RECIPE["train_fraction"])
+    return encode(text[:cut], vocab), encode(text[cut:], vocab)
+
+
+def build_model(vocab_size: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=RECIPE["context"],
+        n_embd=RECIPE["n_embd"],
+        n_layer=RECIPE["n_layer"],
+        n_head=RECIPE["n_head"],
+        resid_pdrop=RECIPE["dropout"],
+        embd_pdrop=RECIPE["dropout"],
+        attn_pdrop=RECIPE["dropout"],
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def learning_rate(step: int) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr``."""
+    if step < RECIPE["warmup"]:
+        return RECIPE["lr"] * (step + 1) / RECIPE["warmup"]
+    progress = (step - RECIPE["warmup"]) / max(1, RECIPE["steps"] - RECIPE["warmup"])
+    return RECIPE["min_lr"] + 0.5 * (RECIPE["lr"] - RECIPE["min_lr"]) * (1 + math.cos(math.pi * progress))
+
+
+def train(text: str, destination: Path) -> None:
+    from tqdm import tqdm
+
+    torch.manual_seed(RECIPE["seed"])
+    vocab = "".join(sorted(set(text)))
+    train_ids, _ = split(text, vocab)
+    model = build_model(len(vocab))
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": RECIPE["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=RECIPE["lr"],
+        betas=(0.9, 0.95),
+    )
+    generator = torch.Generator().manual_seed(RECIPE["seed"])
+    context, batch = RECIPE["context"], RECIPE["batch"]
+    model.train()
+    progress = tqdm(range(RECIPE["steps"]), desc="training GPT", unit="step")
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step)
+        starts = torch.randint(0, len(train_ids) - context - 1, (batch,), generator=generator)
+        window = torch.stack([train_ids[s : s + context] for s in starts.tolist()])
+        loss = model(input_ids=window, labels=window).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % 20 == 0:
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=".tmp-gpt-"))
+    try:
+        model.save_pretrained(staging)
+        (staging / "vocab.json").write_text(json.dumps({"vocab": vocab, "recipe": RECIPE}), encoding="utf-8")
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(staging, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def model_path(text: str) -> Path:
+    key = hashlib.sha256((json.dumps(RECIPE, sort_keys=True) + hashlib.sha256(text.encode()).hexdigest()).encode())
+    return cache_dir() / f"gpt-shakespeare-{key.hexdigest()[:12]}"
+
+
+def load_model(text: str):
+    """The cached model and its vocabulary, training it first when the cache has none."""
+    from transformers import GPT2LMHeadModel
+
+    path = model_path(text)
+    if not (path / "vocab.json").is_file():
+        print(f"no cached model at {path}: training one (about 12 minutes on 2 cores)", file=sys.stderr)
+        train(text, path)
+    vocab = json.loads((path / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+    model = GPT2LMHeadModel.from_pretrained(path)
+    model.eval()
+    return model, vocab
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--text", type=Path, default=DEFAULT_TEXT, help="tinyshakespeare input.txt")
+    parser.add_argument("--train-only", action="store_true", help="build the cached model and stop")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    text = load_text(args.text)
+    load_model(text)
+    if args.train_only:
+        return
+
+
+if __name__ == "__main__":
+    main()

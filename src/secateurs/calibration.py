@@ -1,0 +1,378 @@
+"""Calibration data: the inputs a model is shown while data-aware criteria measure it.
+
+Whatever the source (a text file, a list of strings, a built-in text, token tensors, a DataLoader),
+it becomes a :class:`Calibration`: a list of :class:`Batch`, each knowing how to call the model.
+Text is tokenized once and cut into ``num_samples`` windows of ``seq_len`` tokens at seeded random
+offsets (the sampling of the Wanda and SparseGPT papers), each wrapped in the tokenizer's special
+tokens, so every window is a full-length sequence without padding.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._builtin_text import ENGLISH
+from .errors import PruningError
+
+#: Built-in sources: name -> what it is. ``english`` is prose written for secateurs; ``random`` is
+#: uniformly random token ids (a smoke-test source: real text calibrates better).
+BUILTIN_SOURCES = {"english": "a few pages of varied English prose shipped with secateurs", "random": "random token ids"}
+
+CalibrationSource = Any  # str | os.PathLike | Sequence[str] | Tensor | Mapping[str, Tensor] | Iterable | Calibration
+
+
+@dataclass
+class Batch:
+    """One calibration batch: how to call the model, which tokens are real, and an optional target."""
+
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: ``[batch, seq]`` bool, True for real tokens; statistics skip padding. None: every position counts.
+    token_mask: torch.Tensor | None = None
+    #: labels for a loss (the ``y`` of an ``(x, y)`` DataLoader), used by gradient criteria.
+    target: Any = None
+
+    def run(self, model: nn.Module, **extra: Any) -> Any:
+        # Dicts are copied: sentence-transformers writes its outputs into the features dict it is given.
+        args = tuple(dict(a) if isinstance(a, dict) else a for a in self.args)
+        return model(*args, **self.kwargs, **extra)
+
+    def to(self, device: torch.device | str) -> Batch:
+        return replace(
+            self,
+            args=_move(self.args, device),
+            kwargs=_move(self.kwargs, device),
+            token_mask=None if self.token_mask is None else self.token_mask.to(device),
+            target=_move(self.target, device),
+        )
+
+    @property
+    def num_samples(self) -> int:
+        for value in (*self.args, *self.kwargs.values()):
+            if isinstance(value, dict):
+                value = next((v for v in value.values() if isinstance(v, torch.Tensor)), None)
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                return value.shape[0]
+        return 1
+
+
+class Calibration(Sequence[Batch]):
+    """A list of batches and a line saying where they came from."""
+
+    def __init__(self, batches: Iterable[Batch], description: str = "") -> None:
+        self.batches = list(batches)
+        if not self.batches:
+            raise PruningError("the calibration set is empty; give at least one batch of inputs")
+        self.description = description
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.batches[index]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.batches)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(batch.num_samples for batch in self.batches)
+
+    def __repr__(self) -> str:
+        return f"Calibration({self.num_samples} samples in {len(self)} batches: {self.description})"
+
+
+def _move(value: Any, device: torch.device | str) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _move(v, device) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_move(v, device) for v in value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def is_sentence_transformer(model: nn.Module) -> bool:
+    """sentence-transformers models take one dict of features; recognised without importing the library."""
+    return any(cls.__name__ == "SentenceTransformer" for cls in type(model).__mro__)
+
+
+def _accepts(model: nn.Module, name: str) -> bool:
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters
+
+
+def model_max_length(model: nn.Module) -> int | None:
+    """The longest sequence the model takes, from sentence-transformers or the HF config."""
+    limits = []
+    if is_sentence_transformer(model) and getattr(model, "max_seq_length", None):
+        limits.append(int(model.max_seq_length))
+    config = getattr(model, "config", None) or _inner_config(model)
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            limits.append(value)
+    return min(limits) if limits else None
+
+
+def _inner_config(model: nn.Module) -> Any:
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "model_type"):
+            return config
+    return None
+
+
+def resolve_tokenizer(model: nn.Module, tokenizer: Any = None) -> Any:
+    """The tokenizer given, the one a sentence-transformers model carries, or the one saved beside an HF model."""
+    if tokenizer is not None:
+        return tokenizer
+    if getattr(model, "tokenizer", None) is not None:
+        return model.tokenizer
+    config = getattr(model, "config", None)
+    path = getattr(model, "name_or_path", None) or getattr(config, "_name_or_path", None)
+    if path:
+        try:
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except Exception:  # noqa: BLE001 - any failure means: ask the user for one
+            pass
+    raise PruningError(
+        f"text calibration needs a tokenizer and none was found for {type(model).__name__}; pass tokenizer=..."
+        " (or give token tensors / a DataLoader instead of text)"
+    )
+
+
+def features_batch(model: nn.Module | None, features: Mapping[str, torch.Tensor]) -> Batch:
+    """A batch calling ``model`` with tokenizer-style features the way that model expects them."""
+    features = dict(features)
+    mask = features.get("attention_mask")
+    token_mask = mask.bool() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+    if model is not None and is_sentence_transformer(model):
+        return Batch(args=(features,), token_mask=token_mask)
+    kwargs = dict(features)
+    if model is not None and _accepts(model, "use_cache"):
+        kwargs["use_cache"] = False  # a KV cache would grow every time a block is re-run
+    return Batch(kwargs=kwargs, token_mask=token_mask)
+
+
+# ---------------------------------------------------------------------------------------------- text
+
+
+def _special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """Token ids the tokenizer puts before and after a single sequence ([CLS]/[SEP], <s>, nothing)."""
+    probe = "calibration"
+    bare = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    full = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return full[:start], full[start + len(bare) :]
+    return [], []
+
+
+def _windows_to_batches(
+    model: nn.Module | None, tokenizer: Any, windows: torch.Tensor, batch_size: int, description: str
+) -> Calibration:
+    prefix, suffix = _special_affixes(tokenizer)
+    rows = windows.shape[0]
+    ids = torch.cat(
+        [
+            torch.tensor(prefix, dtype=torch.long).expand(rows, -1),
+            windows,
+            torch.tensor(suffix, dtype=torch.long).expand(rows, -1),
+        ],
+        dim=1,
+    )
+    names = set(getattr(tokenizer, "model_input_names", ("input_ids", "attention_mask")))
+    batches = []
+    for chunk in ids.split(batch_size):
+        features = {"input_ids": chunk, "attention_mask": torch.ones_like(chunk)}
+        if "token_type_ids" in names:
+            features["token_type_ids"] = torch.zeros_like(chunk)
+        batches.append(features_batch(model, features))
+    return Calibration(batches, description)
+
+
+def _content_length(tokenizer: Any, seq_len: int) -> int:
+    prefix, suffix = _special_affixes(tokenizer)
+    length = seq_len - len(prefix) - len(suffix)
+    if length < 1:
+        raise PruningError(f"seq_len={seq_len} leaves no room for text besides special tokens; use a larger seq_len")
+    return length
+
+
+def from_text(
+    text: str | Sequence[str],
+    tokenizer: Any,
+    *,
+    model: nn.Module | None = None,
+    num_samples: int = 128,
+    seq_len: int = 128,
+    batch_size: int = 8,
+    seed: int = 0,
+    description: str = "text",
+) -> Calibration:
+    """``num_samples`` windows of ``seq_len`` tokens (special tokens included) at seeded random offsets.
+
+    A list of strings is joined with blank lines into one stream first.
+    """
+    if not isinstance(text, str):
+        text = "\n\n".join(text)
+    if not text.strip():
+        raise PruningError("the calibration text is empty")
+    stream = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    length = _content_length(tokenizer, seq_len)
+    if stream.numel() < length:
+        raise PruningError(
+            f"the calibration text has {stream.numel()} tokens, fewer than one window of {length}; "
+            "give more text or a smaller seq_len"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, stream.numel() - length + 1, (num_samples,), generator=generator)
+    windows = torch.stack([stream[s : s + length] for s in starts.tolist()])
+    return _windows_to_batches(model, tokenizer, windows, batch_size, f"{num_samples} x {seq_len} tokens of {description}")
+
+
+def random_tokens(
+    tokenizer: Any,
+    *,
+    model: nn.Module | None = None,
+    num_samples: int = 128,
+    seq_len: int = 128,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> Calibration:
+    """Uniformly random non-special token ids: calibration when no text is at hand."""
+    special = set(getattr(tokenizer, "all_special_ids", ()))
+    allowed = torch.tensor([i for i in range(len(tokenizer)) if i not in special], dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, allowed.numel(), (num_samples, _content_length(tokenizer, seq_len)), generator=generator)
+    return _windows_to_batches(model, tokenizer, allowed[picks], batch_size, f"{num_samples} x {seq_len} random tokens")
+
+
+# ---------------------------------------------------------------------------------------------- tensors
+
+
+def from_tensors(
+    inputs: torch.Tensor | Mapping[str, torch.Tensor], *, model: nn.Module | None = None, batch_size: int = 8
+) -> Calibration:
+    """Split tensors along their first dimension. For Hugging Face models an integer tensor is taken as
+    ``input_ids``; a mapping is passed as keyword features; anything else is the model's positional input."""
+    if isinstance(inputs, Mapping):
+        keys = list(inputs)
+        chunks = zip(*(inputs[k].split(batch_size) for k in keys))
+        batches = [features_batch(model, dict(zip(keys, parts))) for parts in chunks]
+        return Calibration(batches, f"tensors {keys}")
+    if not isinstance(inputs, torch.Tensor):
+        raise PruningError(f"expected a tensor or a mapping of tensors, got {type(inputs).__name__}")
+    token_ids = not inputs.is_floating_point() and inputs.dim() == 2
+    if model is not None and token_ids and (is_sentence_transformer(model) or hasattr(model, "config")):
+        batches = [features_batch(model, {"input_ids": c, "attention_mask": torch.ones_like(c)}) for c in inputs.split(batch_size)]
+    else:
+        batches = [Batch(args=(chunk,)) for chunk in inputs.split(batch_size)]
+    return Calibration(batches, f"tensor {tuple(inputs.shape)}")
+
+
+def from_loader(loader: Iterable[Any], *, model: nn.Module | None = None, num_samples: int | None = None) -> Calibration:
+    """Batches from a DataLoader (or any iterable): a tensor is the input, ``(x, y, ...)`` gives input
+    ``x`` and target ``y``, a dict is keyword features. Stops once ``num_samples`` samples are in."""
+    batches: list[Batch] = []
+    seen = 0
+    for item in loader:
+        if isinstance(item, torch.Tensor):
+            batch = Batch(args=(item,))
+        elif isinstance(item, Mapping):
+            batch = features_batch(model, item)
+        elif isinstance(item, (tuple, list)) and item:
+            batch = Batch(args=(item[0],), target=item[1] if len(item) > 1 else None)
+        else:
+            raise PruningError(f"cannot use a loader item of type {type(item).__name__} as model input")
+        batches.append(batch)
+        seen += batch.num_samples
+        if num_samples is not None and seen >= num_samples:
+            break
+    return Calibration(batches, f"{seen} samples from {type(loader).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------- dispatch
+
+
+def load_calibration(
+    source: CalibrationSource,
+    model: nn.Module | None = None,
+    *,
+    tokenizer: Any = None,
+    num_samples: int = 128,
+    seq_len: int | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> Calibration:
+    """A :class:`Calibration` from any supported source.
+
+    ``source`` is a path to a text file, a built-in name (``"english"``, ``"random"``; also written
+    ``"builtin:english"``), a list of strings, token/input tensors (or a dict of them), a DataLoader or
+    other iterable of batches, or a ready :class:`Calibration`. ``seq_len`` defaults to the model's
+    maximum length capped at 2048 (the papers' setting for LLMs).
+    """
+    if isinstance(source, Calibration):
+        return source
+    if isinstance(source, (torch.Tensor, Mapping)):
+        return from_tensors(source, model=model, batch_size=batch_size)
+    text_options = dict(num_samples=num_samples, batch_size=batch_size, seed=seed)
+    if isinstance(source, (str, os.PathLike)):
+        name = str(source)
+        builtin = name.removeprefix("builtin:").lower()
+        if builtin in BUILTIN_SOURCES and (name.startswith("builtin:") or not Path(name).exists()):
+            if model is None and tokenizer is None:
+                raise PruningError("built-in text calibration needs the model or a tokenizer to tokenize it")
+            tok = resolve_tokenizer(model, tokenizer) if model is not None else tokenizer
+            length = _default_seq_len(model, seq_len)
+            if builtin == "random":
+                return random_tokens(tok, model=model, seq_len=length, **text_options)
+            return from_text(ENGLISH, tok, model=model, seq_len=length, description="built-in English", **text_options)
+        path = Path(name)
+        if not path.is_file():
+            raise PruningError(
+                f"calibration source {name!r} is neither a file nor a built-in source "
+                f"({', '.join(BUILTIN_SOURCES)}); give a text file path or one of those names"
+            )
+        tok = resolve_tokenizer(model, tokenizer) if model is not None else tokenizer
+        if tok is None:
+            raise PruningError("text calibration needs the model or a tokenizer")
+        text = path.read_text(encoding="utf-8", errors="replace")
+        return from_text(text, tok, model=model, seq_len=_default_seq_len(model, seq_len), description=path.name, **text_options)
+    if isinstance(source, Sequence) and source and all(isinstance(s, str) for s in source):
+        tok = resolve_tokenizer(model, tokenizer) if model is not None else tokenizer
+        if tok is None:
+            raise PruningError("text calibration needs the model or a tokenizer")
+        return from_text(list(source), tok, model=model, seq_len=_default_seq_len(model, seq_len), description=f"{len(source)} strings", **text_options)
+    if isinstance(source, Iterable):
+        return from_loader(source, model=model, num_samples=num_samples)
+    raise PruningError(
+        f"cannot calibrate from a {type(source).__name__}; give a text file, a built-in name "
+        f"({', '.join(BUILTIN_SOURCES)}), a list of strings, tensors or a DataLoader"
+    )
+
+
+def _default_seq_len(model: nn.Module | None, seq_len: int | None) -> int:
+    if seq_len is not None:
+        if seq_len < 2:
+            raise PruningError(f"seq_len must be at least 2, got {seq_len}")
+        return seq_len
+    limit = model_max_length(model) if model is not None else None
+    return min(limit or 2048, 2048)

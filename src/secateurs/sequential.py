@@ -1,0 +1,261 @@
+"""Run calibration data through a model one repeated block at a time.
+
+Transformers are a stem (embeddings), a stack of identical blocks, and a head. :func:`walk_blocks`
+runs the stem once per calibration batch, catches what enters the first block (hidden states plus
+every extra argument: attention masks, rotary position embeddings, position ids) and stops there.
+Then, block after block, it hands the caller that block with its inputs (to gather statistics and
+prune), and afterwards runs the (pruned) block to turn its inputs into the next block's inputs,
+batch by batch, in place. Peak memory is one block plus one set of hidden states plus one batch,
+whatever the depth; :class:`ActivationMeter` counts it.
+
+Blocks are found by structure, not by model name: the ModuleList of same-type modules holding the
+most parameters (``encoder.layer`` in BERT/ViT, ``h`` in GPT-2, ``layers`` in LLaMA).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .calibration import Calibration
+from .errors import UnsupportedOperationError
+
+Observer = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], None]
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """``(name, blocks)``: the ModuleList of at least two same-type modules with the most parameters."""
+    best: tuple[int, str, nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) < 2:
+            continue
+        if len({type(child) for child in module}) != 1:
+            continue
+        size = sum(p.numel() for p in module.parameters())
+        if size and (best is None or size > best[0]):
+            best = (size, name, module)
+    if best is None:
+        raise UnsupportedOperationError(
+            f"{type(model).__name__} has no ModuleList of repeated blocks to walk through; sequential "
+            "data-aware pruning needs a stack of identical blocks (transformer layers)"
+        )
+    _check_uniform_arguments(model, best[2])
+    return best[1], best[2]
+
+
+def _check_uniform_arguments(model: nn.Module, blocks: nn.ModuleList) -> None:
+    """Blocks are replayed with the arguments block 0 received; refuse stacks that vary them per block
+    (models alternating sliding-window and full attention give each kind its own mask)."""
+    kinds = {getattr(module, "attention_type", None) for block in blocks for module in block.modules()}
+    config = next((m.config for m in model.modules() if hasattr(getattr(m, "config", None), "model_type")), None)
+    kinds |= set(getattr(config, "layer_types", None) or ())
+    kinds.discard(None)
+    if len(kinds) > 1:
+        raise UnsupportedOperationError(
+            f"the blocks mix attention types {sorted(map(str, kinds))}: each receives its own mask, "
+            "so they cannot be replayed with the first block's arguments; this model is not supported yet"
+        )
+
+
+@dataclass
+class BlockInput:
+    """What one calibration batch passes to a block."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    token_mask: torch.Tensor | None
+
+    @property
+    def hidden(self) -> torch.Tensor:
+        return self.args[0] if self.args else self.kwargs["hidden_states"]
+
+    def with_hidden(self, hidden: torch.Tensor) -> None:
+        if self.args:
+            self.args = (hidden, *self.args[1:])
+        else:
+            self.kwargs["hidden_states"] = hidden
+
+
+def _hidden_of(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    hidden = getattr(output, "last_hidden_state", None)
+    if isinstance(hidden, torch.Tensor):
+        return hidden
+    raise UnsupportedOperationError(f"cannot find hidden states in a block output of type {type(output).__name__}")
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item)
+
+
+class ActivationMeter:
+    """Bytes of activations the walk holds (hidden states and block arguments), now and at peak."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.peak = 0
+
+    def add(self, nbytes: int) -> None:
+        self.held += nbytes
+        self.peak = max(self.peak, self.held)
+
+    def remove(self, nbytes: int) -> None:
+        self.held -= nbytes
+
+    @staticmethod
+    def size(*values: Any) -> int:
+        seen: set[tuple[int, int]] = set()
+        total = 0
+        for value in values:
+            for tensor in _tensors(value):
+                key = (tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
+                if key not in seen:
+                    seen.add(key)
+                    total += key[1]
+        return total
+
+
+class _Stop(Exception):
+    """Raised inside the first block to end a forward pass once its inputs are caught."""
+
+
+def capture_inputs(
+    model: nn.Module,
+    first_block: nn.Module,
+    calibration: Calibration,
+    device: torch.device | str | None = None,
+    meter: ActivationMeter | None = None,
+) -> list[BlockInput]:
+    """What enters ``first_block`` for each calibration batch; the rest of the model never runs."""
+    caught: list[BlockInput] = []
+    current: dict[str, Any] = {}
+
+    def catch(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        kwargs = dict(kwargs)
+        for cache_name in ("past_key_values", "past_key_value", "layer_past"):
+            if kwargs.get(cache_name) is not None:
+                kwargs[cache_name] = None
+        item = BlockInput(tuple(args), kwargs, current["mask"])
+        if device is not None:
+            item = BlockInput(_to(item.args, device), _to(item.kwargs, device), _to(item.token_mask, device))
+        caught.append(item)
+        raise _Stop
+
+    handle = first_block.register_forward_pre_hook(catch, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            for batch in calibration:
+                current["mask"] = batch.token_mask
+                try:
+                    batch.run(model)
+                except _Stop:
+                    pass
+                else:
+                    raise UnsupportedOperationError(
+                        f"a forward pass of {type(model).__name__} never reached its first block; "
+                        "is the calibration input right for this model?"
+                    )
+                if meter is not None:
+                    meter.add(ActivationMeter.size(caught[-1].args, caught[-1].kwargs))
+    finally:
+        handle.remove()
+    return caught
+
+
+def _to(value: Any, device: torch.device | str) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to(v, device) for v in value)
+    return value
+
+
+class BlockStep:
+    """One block and the calibration inputs that reach it."""
+
+    def __init__(self, index: int, name: str, block: nn.Module, inputs: list[BlockInput], meter: ActivationMeter) -> None:
+        self.index, self.name, self.block, self.inputs = index, name, block, inputs
+        self.meter = meter
+        self.advanced = False
+
+    def run(self, on_batch: Callable[[BlockInput], Any] | None = None) -> None:
+        """Run the block over every input and drop the outputs (for hooks that gather statistics).
+        ``on_batch(item)`` wraps each call, e.g. to tell statistics which tokens are padding."""
+        with torch.no_grad():
+            for item in self.inputs:
+                if on_batch is None:
+                    self.block(*item.args, **item.kwargs)
+                else:
+                    with on_batch(item):
+                        self.block(*item.args, **item.kwargs)
+
+    def advance(self, observe: Observer | None = None) -> None:
+        """Replace each input's hidden states by this block's output: the next block's inputs.
+        ``observe(hidden_in, hidden_out, token_mask)`` sees each batch on the way."""
+        if self.advanced:
+            return
+        with torch.no_grad():
+            for item in self.inputs:
+                old = item.hidden
+                new = _hidden_of(self.block(*item.args, **item.kwargs))
+                self.meter.add(ActivationMeter.size(new))
+                if observe is not None:
+                    observe(old, new, item.token_mask)
+                item.with_hidden(new)
+                self.meter.remove(ActivationMeter.size(old))
+        self.advanced = True
+
+
+def walk_blocks(
+    model: nn.Module,
+    calibration: Calibration,
+    *,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    desc: str = "blocks",
+    meter: ActivationMeter | None = None,
+) -> Iterator[BlockStep]:
+    """Yield a :class:`BlockStep` per block, in order; after the caller is done with a step, the
+    block is run to produce the next block's inputs (unless the caller already called ``advance``).
+
+    With ``device``, each block is moved there while it is processed and moved back afterwards, so a
+    model larger than the accelerator's memory can be handled block by block.
+    """
+    from tqdm.auto import tqdm
+
+    name, blocks = find_blocks(model)
+    meter = meter if meter is not None else ActivationMeter()
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        inputs = capture_inputs(model, blocks[0], calibration, device, meter)
+        for index, block in enumerate(tqdm(blocks, desc=desc, unit="block", disable=not progress)):
+            home = next(block.parameters()).device if any(True for _ in block.parameters()) else None
+            if device is not None:
+                block.to(device)
+            step = BlockStep(index, f"{name}.{index}" if name else str(index), block, inputs, meter)
+            try:
+                yield step
+                step.advance()
+            finally:
+                if device is not None and home is not None:
+                    block.to(home)
+    finally:
+        for module, training in modes.items():
+            module.training = training

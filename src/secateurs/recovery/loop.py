@@ -7,7 +7,8 @@
 Data order is a function of ``(seed, epoch)`` only, and a checkpoint stores model, masks, optimizer,
 controller position and every RNG state, so a run killed at any point resumes from its last checkpoint
 and continues exactly as if it had never stopped (same batches, same dropout, same masks). Under
-``torch.distributed`` each rank trains on its shard of every epoch's permutation.
+``torch.distributed`` each rank trains on its shard of every epoch's permutation, with its RNGs seeded
+``seed + rank`` (independent dropout noise), and writes its own checkpoint files.
 """
 
 from __future__ import annotations
@@ -232,7 +233,7 @@ def fit(
 
     start_epoch, start_batch, step, elapsed = 0, 0, 0, 0.0
     if state is None:
-        seed_everything(seed)
+        seed_everything(seed + (dist.get_rank() if is_distributed() else 0))  # independent dropout noise per rank
         if controller is not None:
             controller.start()
             model = controller.model

@@ -186,3 +186,29 @@ def test_recover_gradual_measures_pruned_accuracy_before_recovery_epochs():
     assert result.events[-1].position == round(0.6 * 3 * 6)
     with pytest.raises(PruningError, match="unit"):
         recover(mlp(), (x, y), (x, y), amount=0.5, epochs=1, schedule=OneShot(0.5))
+
+
+def test_shrink_true_uses_secateurs_structural_between_cycles(tmp_path):
+    pytest.importorskip("secateurs.structural")
+    torch.manual_seed(0)
+
+    def conv_net():
+        return nn.Sequential(
+            nn.Conv1d(1, 16, 3, padding=1), nn.BatchNorm1d(16), nn.ReLU(),
+            nn.Conv1d(16, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 8, 3),
+        )
+
+    model = conv_net()
+    x = torch.randn(128, 1, 8)
+    y = (x.mean(dim=(1, 2)) > 0).long() + (x[:, 0, 0] > 1).long()
+    schedule = Iterative(0.5, amount=0.25, every=1, begin=1)
+    controller = PruningController(model, schedule, unit="epoch", pattern="channel", shrink=True, example_inputs=x[:2])
+    result = fit(model, (x, y), epochs=3, controller=controller, eval_data=(x, y), batch_size=32, checkpoint_dir=tmp_path)
+    assert [e.shrunk for e in result.events] == [True, True]
+    assert result.model[0].out_channels == 8 and result.model[3].out_channels == 8
+    params = [log.params for log in result.history]
+    assert params[0] > params[1] > params[2]
+    assert result.accuracy_pruned is not None
+    fresh = PruningController(conv_net(), schedule, unit="epoch", pattern="channel", shrink=True, example_inputs=x[:2])
+    resumed = fit(fresh.model, (x, y), epochs=4, controller=fresh, batch_size=32, checkpoint_dir=tmp_path)
+    assert resumed.model[0].out_channels == 8 and resumed.steps == 16

@@ -65,7 +65,8 @@ class PruningController:
     """Prunes ``model`` following ``schedule``; positions count ``unit``s (``"epoch"`` or ``"step"``).
 
     ``method``, ``pattern``, ``scope`` and ``**options`` (``include``, ``exclude``, ``per_layer``, criterion
-    options...) go to :func:`secateurs.prune` at each event. ``method="movement"`` starts accumulating
+    options...) go to :func:`secateurs.prune` at each event (to :func:`secateurs.structural.shrink` when
+    shrinking: ``ignore``, ``round_to``, ``min_keep``...). ``method="movement"`` starts accumulating
     movement scores at :meth:`start`. ``shrink=True`` (structured patterns) physically removes pruned
     channels at each event with :mod:`secateurs.structural`, which needs ``example_inputs``; a
     callable ``shrink(model, target, reached) -> model | None`` replaces that step (see
@@ -109,7 +110,7 @@ class PruningController:
         self.pattern = pattern
         self.scope = scope
         self.options = options
-        self.shrink_fn: ShrinkFn | None = (default_shrink(example_inputs, method, options) if shrink is True else shrink) or None
+        self.shrink_fn: ShrinkFn | None = (default_shrink(example_inputs, method, scope, options) if shrink is True else shrink) or None
         self.on_prune = on_prune
         self.steps = 0
         self.epochs = 0

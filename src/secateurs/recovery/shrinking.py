@@ -2,8 +2,9 @@
 
 A shrink step is ``fn(model, target, reached) -> model | None``: bring the model from ``reached`` to
 ``target`` (fractions of the *original* channels removed) by physical surgery, in place or by
-returning a new model. :func:`default_shrink` wraps :func:`secateurs.structural.shrink`, which takes an
-amount relative to the model as it is now, hence the conversion below.
+returning a new model. :func:`default_shrink` wraps :func:`secateurs.structural.shrink` (dependency graph,
+coupled channels of residual streams and norms cut together, output checked against the masked model),
+which takes an amount relative to the model as it is now, hence :func:`relative_amount`.
 """
 
 from __future__ import annotations
@@ -25,20 +26,21 @@ def relative_amount(target: float, reached: float) -> float:
     return max(0.0, 1.0 - (1.0 - target) / (1.0 - reached))
 
 
-def default_shrink(example_inputs: Any, method: Any, options: Mapping[str, Any]) -> ShrinkFn:
-    """Shrink with :mod:`secateurs.structural` (imported on first use: it is optional)."""
+def default_shrink(example_inputs: Any, method: Any, scope: str, options: Mapping[str, Any]) -> ShrinkFn:
+    """Shrink with :func:`secateurs.structural.shrink` (channels; ``options`` such as ``ignore``, ``round_to``,
+    ``min_keep`` go to it). Imported on first use: the structural package is optional."""
 
     def shrink(model: nn.Module, target: float, reached: float) -> nn.Module | None:
         try:
-            from .. import structural
+            from ..structural import shrink as structural_shrink
         except ImportError as exc:  # pragma: no cover - depends on the installed version
             raise PruningError(
                 "shrink=True needs secateurs.structural, which is not available in this installation; "
                 "pass shrink=<callable(model, target, reached)> or prune with masks only (shrink=False)"
             ) from exc
         amount = relative_amount(target, reached)
-        if amount <= 0:
-            return None
-        return structural.shrink(model, example_inputs, amount=amount, method=method, **dict(options))
+        if amount > 0:
+            structural_shrink(model, example_inputs, amount=amount, granularity="channel", method=method, scope=scope, **dict(options))
+        return None
 
     return shrink

@@ -212,3 +212,27 @@ def test_shrink_true_uses_secateurs_structural_between_cycles(tmp_path):
     fresh = PruningController(conv_net(), schedule, unit="epoch", pattern="channel", shrink=True, example_inputs=x[:2])
     resumed = fit(fresh.model, (x, y), epochs=4, controller=fresh, batch_size=32, checkpoint_dir=tmp_path)
     assert resumed.model[0].out_channels == 8 and resumed.steps == 16
+
+
+def test_fit_takes_a_dataloader_and_keeps_its_batch_size_and_collation():
+    from torch.utils.data import DataLoader, Dataset
+
+    class Pairs(Dataset):
+        def __init__(self):
+            self.x, self.y = toy_data(96)
+
+        def __len__(self):
+            return 96
+
+        def __getitem__(self, i):
+            return {"inputs": self.x[i], "label": self.y[i]}
+
+    seen = []
+
+    def collate(items):
+        seen.append(len(items))
+        return torch.stack([i["inputs"] for i in items]), torch.stack([i["label"] for i in items])
+
+    loader = DataLoader(Pairs(), batch_size=24, shuffle=True, collate_fn=collate)
+    result = fit(mlp(), loader, epochs=2, lr=1e-2)
+    assert result.steps == 8 and set(seen) == {24}

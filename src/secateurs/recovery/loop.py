@@ -95,6 +95,14 @@ def as_dataset(data: Data) -> Dataset:
     raise PruningError(f"data must be a Dataset, a DataLoader or a tuple of tensors, got {type(data).__name__}")
 
 
+def loader_settings(data: Data) -> dict[str, Any]:
+    """What a given DataLoader contributes besides its order: collation and workers."""
+    if not isinstance(data, DataLoader):
+        return {}
+    return {"collate_fn": data.collate_fn, "num_workers": data.num_workers, "pin_memory": data.pin_memory,
+            "worker_init_fn": data.worker_init_fn}
+
+
 def epoch_order(seed: int, epoch: int, size: int) -> list[int]:
     """This rank's sample order for ``epoch``: a permutation fixed by ``(seed, epoch)``, sharded by rank."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -195,7 +203,7 @@ def fit(
     lr: float = 1e-3,
     weight_decay: float = 0.0,
     lr_schedule: str | Callable[[float], float] = "cosine",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     loss_fn: Callable[[torch.Tensor, Any], torch.Tensor] = F.cross_entropy,
     distiller: Distiller | None = None,
     clip_grad_norm: float | None = None,
@@ -211,6 +219,9 @@ def fit(
 ) -> FitResult:
     """Train ``model`` for ``epochs``, pruning as ``controller`` says; returns a :class:`FitResult`.
 
+    A DataLoader given as ``train`` lends its dataset, batch size, collation and workers; the order is
+    always :func:`epoch_order` (that is what makes resuming exact). ``loader_options`` override the rest.
+
     Checkpoints go to ``checkpoint_dir`` at every epoch end and every ``checkpoint_every`` steps; with
     ``resume`` the newest one there is picked up. ``accuracy_pruned`` is measured on ``eval_data`` right
     after the controller's last pruning event, before the fine-tuning that follows it.
@@ -220,7 +231,8 @@ def fit(
     if controller is not None and unwrap(controller.model) is not unwrap(model):
         raise PruningError("the controller was built for another model; pass the same model to both")
     dataset = as_dataset(train)
-    loader_options = dict(loader_options or {})
+    loader_options = {**loader_settings(train), **(loader_options or {})}
+    batch_size = batch_size or (train.batch_size if isinstance(train, DataLoader) else None) or 64
     steps_per_epoch = math.ceil(len(epoch_order(seed, 0, len(dataset))) / batch_size)
     total_steps = max(1, epochs * steps_per_epoch)
     device = _device_of(model)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from torch.utils.data import DataLoader
 
 from ..errors import PruningError
 from .controller import PruneEvent, PruningController, count_parameters
@@ -83,7 +84,7 @@ def recover(
     shrink: bool = False,
     example_inputs: Any = None,
     distill: bool | Distiller = False,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
@@ -95,6 +96,7 @@ def recover(
     ``"gradual"`` or a :class:`Schedule` with its ``unit``) while fine-tuning ``epochs`` on ``train``, and
     measure again. ``distill=True`` uses a copy of the dense model as teacher. ``fit_options`` go to
     :func:`secateurs.recovery.fit` (``lr``, ``optimizer``, ``weight_decay``, ...)."""
+    batch_size = batch_size or (train.batch_size if isinstance(train, DataLoader) else None) or 64
     accuracy_dense = evaluate(model, test)
     params_dense = count_parameters(model)
     distiller = Distiller(copy.deepcopy(model)) if distill is True else (distill or None)

@@ -154,7 +154,7 @@ def validate_target(target: Target) -> None:
         )
     if param.layout != torch.strided:
         raise PruningError(f"{target.name} has layout {param.layout}; convert it to a dense tensor before pruning")
-    bad = int((~torch.isfinite(param.detach())).sum())
+    bad = 0 if _all_finite(param.detach()) else int(param.numel() - torch.count_nonzero(torch.isfinite(param.detach())))
     if bad:
         raise PruningError(
             f"{target.name} holds {bad} NaN/Inf values; fix or reload the weights before pruning "
@@ -169,8 +169,13 @@ def validate_target(target: Target) -> None:
             )
 
 
+def _all_finite(values: torch.Tensor) -> bool:
+    """One cheap reduction; the elementwise check (a full-size temporary) only when the sum is not finite."""
+    return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
+
+
 def _checked(scores: torch.Tensor, target: Target) -> torch.Tensor:
-    if not torch.isfinite(scores).all():
+    if not _all_finite(scores):
         raise PruningError(f"scores for {target.name} contain NaN/Inf; the criterion must give finite scores")
     return scores
 
@@ -208,7 +213,7 @@ def _local_keep(target: Target, criterion: Criterion, pattern: Pattern, amount: 
         return pattern.keep_mask(scores, keep, target), 0
     group_keep = pattern.group_keep(keep, target).clone()
     assert amount is not None
-    k = _new_prunes(amount, group_keep.numel(), int(group_keep.sum()), mode, target.name)
+    k = _new_prunes(amount, group_keep.numel(), int(torch.count_nonzero(group_keep)), mode, target.name)
     if k:
         scores = _checked(pattern.group_scores(criterion.score(param, target), target, criterion), target)
         flat = group_keep.view(-1)
@@ -301,7 +306,7 @@ def _global_keep(
     keeps = [_current_keep(t) for t in targets]
     group_keeps = [keep if isinstance(pattern, Unstructured) else pattern.group_keep(keep, t).clone() for t, keep in zip(targets, keeps)]
     groups = sum(g.numel() for g in group_keeps)
-    kept = sum(int(g.sum()) for g in group_keeps)
+    kept = sum(int(torch.count_nonzero(g)) for g in group_keeps)
     k = _new_prunes(amount, groups, kept, mode, "the selected parameters")
     if k:
         sources = []
@@ -330,9 +335,9 @@ def apply_plan(plan: Mapping[str, tuple[Target, torch.Tensor]]) -> None:
 
 def _groups_pruned(pattern: Pattern, target: Target, keep: torch.Tensor) -> tuple[int, int]:
     if isinstance(pattern, (Unstructured, NM)):
-        return keep.numel(), keep.numel() - int(keep.sum())
+        return keep.numel(), keep.numel() - int(torch.count_nonzero(keep))
     group_keep = pattern.group_keep(keep, target)
-    return group_keep.numel(), group_keep.numel() - int(group_keep.sum())
+    return group_keep.numel(), group_keep.numel() - int(torch.count_nonzero(group_keep))
 
 
 def prune_targets(

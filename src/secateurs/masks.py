@@ -29,6 +29,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from .errors import PruningError
 
 MASK_SUFFIX = "_mask"
+_ZERO_CHUNK = 1 << 20
 _MASKED_NAMES = "_secateurs_masked"
 
 
@@ -103,10 +104,22 @@ def _untrack(param: torch.Tensor) -> None:
 
 
 def _zero_pruned(module: nn.Module, name: str) -> None:
+    """Zero the pruned positions by multiplying with the mask, chunk by chunk: several times faster
+    than a masked fill and no full-size temporary. Negative weights become -0.0, as in torch's pruning;
+    a NaN/Inf at a pruned position survives a multiply, so then a masked fill clears it."""
     mask = get_mask(module, name)
-    if mask is not None:
-        with torch.no_grad():
-            module._parameters[name].masked_fill_(~mask, 0)
+    if mask is None:
+        return
+    with torch.no_grad():
+        param = module._parameters[name]
+        if param.is_contiguous() and mask.is_contiguous():
+            flat, keep = param.view(-1), mask.view(-1)
+            for start in range(0, flat.numel(), _ZERO_CHUNK):
+                flat[start : start + _ZERO_CHUNK].mul_(keep[start : start + _ZERO_CHUNK])
+        else:
+            param.mul_(mask)
+        if not bool(torch.isfinite(param.sum())):
+            param.masked_fill_(~mask, 0)
 
 
 def _is_our_hook(hook: object) -> bool:

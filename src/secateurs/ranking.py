@@ -4,25 +4,32 @@ Ranking a whole model at once (global pruning) the obvious way copies every scor
 sorts it: about as much extra memory as the model, several times over. Here the exact k-th smallest
 score is found in two streaming passes, chunk by chunk:
 
-1. a fixed-seed random sample brackets the k-th value between two sample quantiles ``lo`` and ``hi``;
-2. one pass counts the scores below ``lo``, equal to either end, and keeps only the few strictly inside
-   the bracket, whose sort gives the exact threshold ``t``; a miss (vanishingly rare) widens the bracket;
+1. a fixed-seed random sample (gathered at random positions, no pass over the data) brackets the
+   k-th value between two sample quantiles ``lo`` and ``hi``;
+2. one pass counts the scores below ``lo`` and keeps only the few inside the bracket, whose k-th
+   value is the exact threshold ``t``; a miss (vanishingly rare) widens the bracket and counts again.
+   When the sample shows many scores equal to ``lo`` or ``hi`` (heavy ties, e.g. weights already
+   zero), those are counted rather than kept, so memory stays small;
 3. a final pass writes the keep-masks: ``score > t`` is kept.
 
 Ties at ``t`` are broken deterministically: equal scores are pruned in source order, then by flat
-index, until exactly ``k`` are pruned. Extra memory is one chunk plus the bracket's contents, whatever
-the number or size of the tensors.
+index, until exactly ``k`` are pruned. Extra memory is one chunk plus the bracket's contents (under
+1% of the scores), whatever the number or size of the tensors.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 
-CHUNK = 1 << 20
-SAMPLE_SIZE = 1 << 18
+#: Entries per chunk: small enough to stay in cache, large enough that Python overhead is negligible.
+CHUNK = 1 << 16
+#: Largest sample. The sample grows as eligible^(2/3), which balances its own memory against the
+#: bracket's contents (they shrink as 1/sqrt(sample)); up to this many eligible scores are ranked exactly.
+SAMPLE_SIZE = 1 << 20
 _INF = float("inf")
 
 
@@ -35,6 +42,10 @@ class ScoreSource:
         """Yield ``(offset, scores)`` for consecutive flat slices."""
         raise NotImplementedError
 
+    def at(self, positions: torch.Tensor) -> torch.Tensor:
+        """Scores at the given flat positions (for sampling)."""
+        raise NotImplementedError
+
 
 class TensorScores(ScoreSource):
     """Scores held in, or computed into, one tensor."""
@@ -43,11 +54,17 @@ class TensorScores(ScoreSource):
         self._scores = scores
         self.numel = scores.numel() if isinstance(scores, torch.Tensor) else int(numel)  # type: ignore[arg-type]
 
-    def chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
+    def _flat(self) -> torch.Tensor:
         scores = self._scores if isinstance(self._scores, torch.Tensor) else self._scores()
-        flat = scores.reshape(-1)
+        return scores.reshape(-1)
+
+    def chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
+        flat = self._flat()
         for start in range(0, flat.numel(), CHUNK):
             yield start, flat[start : start + CHUNK]
+
+    def at(self, positions: torch.Tensor) -> torch.Tensor:
+        return self._flat()[positions]
 
 
 class StreamedScores(ScoreSource):
@@ -62,75 +79,188 @@ class StreamedScores(ScoreSource):
         for start in range(0, self.numel, CHUNK):
             yield start, self._fn(self._values[start : start + CHUNK])
 
-
-def _eligible_chunks(
-    sources: Sequence[ScoreSource], keeps: Sequence[torch.Tensor]
-) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Scores with already-pruned entries set to +inf, so they are never chosen again."""
-    for index, (source, keep) in enumerate(zip(sources, keeps)):
-        for start, scores in source.chunks():
-            keep_chunk = keep[start : start + scores.numel()]
-            yield index, start, torch.where(keep_chunk, scores, _INF)
+    def at(self, positions: torch.Tensor) -> torch.Tensor:
+        return self._fn(self._values[positions])
 
 
-def _sample(sources, keeps, eligible: int, size: int) -> torch.Tensor:
-    """About ``size`` eligible scores drawn at fixed-seed random positions (all of them when few), sorted."""
+class _Pool:
+    """The sources with their flat keep-masks; iterates over eligible scores (pruned ones read +inf)."""
+
+    def __init__(self, sources: Sequence[ScoreSource], keeps: Sequence[torch.Tensor]) -> None:
+        self.sources, self.keeps = sources, keeps
+        self.kept = [int(torch.count_nonzero(keep)) for keep in keeps]
+        self.eligible = sum(self.kept)
+        #: where each source starts in the (never materialised) concatenation of all of them
+        self.offsets = [0]
+        for source in sources[:-1]:
+            self.offsets.append(self.offsets[-1] + source.numel)
+
+    def chunks(self) -> Iterator[tuple[int, int, torch.Tensor]]:
+        for index, (source, keep) in enumerate(zip(self.sources, self.keeps)):
+            if self.kept[index] == 0:
+                continue
+            full = self.kept[index] == keep.numel()
+            for start, scores in source.chunks():
+                if not full:
+                    scores = torch.where(keep[start : start + scores.numel()], scores, _INF)
+                yield index, start, scores
+
+
+class _Collector:
+    """Values gathered chunk by chunk into one growing buffer. Keeping many small tensors alive between
+    freed chunk-sized temporaries fragments the heap: the process grows by ~30x what it keeps."""
+
+    def __init__(self, capacity: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> None:
+        self.buffer = torch.empty(max(capacity, 1024), dtype=dtype, device=device)
+        self.size = 0
+
+    def add(self, values: torch.Tensor) -> None:
+        end = self.size + values.numel()
+        if end > self.buffer.numel():
+            grown = torch.empty(max(end, 2 * self.buffer.numel()), dtype=self.buffer.dtype, device=self.buffer.device)
+            grown[: self.size] = self.buffer[: self.size]
+            self.buffer = grown
+        self.buffer[self.size : end] = values
+        self.size = end
+
+    def values(self) -> torch.Tensor:
+        return self.buffer[: self.size]
+
+
+def _sample(pool: _Pool, size: int) -> torch.Tensor:
+    """About ``size`` eligible scores (all of them when few), as float64 on the CPU.
+
+    Positions are drawn with a fixed seed and gathered directly; a source mostly pruned already is
+    sampled chunk by chunk instead, so the drawn positions never outnumber its entries by much.
+    """
     generator = torch.Generator().manual_seed(0)
-    picks = []
-    for _, _, scores in _eligible_chunks(sources, keeps):
-        if eligible <= size:
-            picked = scores
-        else:
-            count = min(scores.numel(), math.ceil(size * scores.numel() / eligible))
-            positions = torch.randint(0, scores.numel(), (count,), generator=generator).to(scores.device)
-            picked = scores[positions]
-        picks.append(picked[torch.isfinite(picked)].to("cpu", torch.float64))
-    return torch.sort(torch.cat(picks)).values if picks else torch.empty(0, dtype=torch.float64)
-
-
-def _threshold(
-    sources, keeps, k: int, eligible: int, sample: torch.Tensor, exact: bool
-) -> tuple[float, int, int]:
-    """The k-th smallest eligible score ``t``, with how many scores are below it and how many equal it."""
-    n = sample.numel()
-    if exact:
-        t = sample[k - 1].item()
-        return t, int(torch.count_nonzero(sample < t)), int(torch.count_nonzero(sample == t))
-    if n == 0:
-        lo, hi = -_INF, _INF
-    else:
-        q = k / eligible
-        margin = 4.0 * math.sqrt(max(q * (1 - q), 1.0 / n) / n) + 4.0 / n
-        lo_at, hi_at = math.floor((q - margin) * n), math.ceil((q + margin) * n)
-        lo = sample[lo_at].item() if lo_at >= 0 else -_INF
-        hi = sample[hi_at].item() if hi_at < n else _INF
-    for _attempt in range(4):
-        below = at_lo = at_hi = 0
-        inside = []
-        for _, _, scores in _eligible_chunks(sources, keeps):
-            if lo > -_INF:
-                below += int(torch.count_nonzero(scores < lo))
-                at_lo += int(torch.count_nonzero(scores == lo))
-            if hi < _INF and hi != lo:
-                at_hi += int(torch.count_nonzero(scores == hi))
-            between = scores[(scores > lo) & (scores < hi)]
-            if between.numel():
-                inside.append(between.to(torch.float64))
-        if k <= below:
-            lo = -_INF
+    picks = _Collector(min(size, pool.eligible) + len(pool.sources) + 64, torch.float64)
+    for index, (source, keep) in enumerate(zip(pool.sources, pool.keeps)):
+        kept = pool.kept[index]
+        if kept == 0:
             continue
-        if k <= below + at_lo:
-            return lo, below, at_lo
-        values = torch.sort(torch.cat(inside)).values if inside else torch.empty(0, dtype=torch.float64)
-        rank = k - below - at_lo
-        if rank <= values.numel():
-            t = values[rank - 1].item()
-            less = int(torch.count_nonzero(values < t))
-            return t, below + at_lo + less, int(torch.count_nonzero(values == t))
-        if rank <= values.numel() + at_hi:
-            return hi, below + at_lo + values.numel(), at_hi
-        hi = _INF
-    raise AssertionError("bracket search did not converge")  # unreachable: lo=-inf, hi=inf always brackets
+        if pool.eligible <= size:
+            want = kept
+        else:
+            want = math.ceil(size * kept / pool.eligible)
+        draws = math.ceil(want * source.numel / kept)
+        if pool.eligible <= size or draws > source.numel // 8:
+            for start, scores in source.chunks():
+                chosen = scores[keep[start : start + scores.numel()]]
+                if pool.eligible > size and chosen.numel():
+                    count = min(chosen.numel(), math.ceil(want * chosen.numel() / kept))
+                    picked = torch.randint(0, chosen.numel(), (count,), generator=generator)
+                    chosen = chosen[picked.to(chosen.device)]
+                picks.add(chosen.to("cpu", torch.float64))
+        else:
+            positions = torch.randint(0, source.numel, (draws,), generator=generator).to(keep.device)
+            picks.add(source.at(positions)[keep[positions]].to("cpu", torch.float64))
+    sample = picks.values()
+    if not bool(torch.isfinite(sample).all()):
+        raise ValueError("scores must be finite")
+    return sample
+
+
+class _Threshold(NamedTuple):
+    """The k-th smallest eligible score, how many scores are below it and how many equal it, and
+    (when known) the positions of those equal, in source-then-index order."""
+
+    value: float
+    below: int
+    ties: int
+    tied_at: torch.Tensor | None = None
+
+
+def _kth(values: torch.Tensor, rank: int) -> tuple[float, int, int]:
+    """The rank-th smallest of ``values`` (1-based), how many are below it, how many equal it."""
+    t = torch.kthvalue(values, rank).values.item()
+    return t, int(torch.count_nonzero(values < t)), int(torch.count_nonzero(values == t))
+
+
+def _bracket(sample: torch.Tensor, k: int, eligible: int, widen: float) -> tuple[float, float]:
+    n = sample.numel()
+    if n == 0 or widen == _INF:
+        return -_INF, _INF
+    q = k / eligible
+    margin = widen * (4.0 * math.sqrt(max(q * (1 - q), 1.0 / n) / n) + 4.0 / n)
+    lo_at, hi_at = math.floor((q - margin) * n), math.ceil((q + margin) * n)
+    lo = torch.kthvalue(sample, lo_at + 1).values.item() if lo_at >= 0 else -_INF
+    hi = torch.kthvalue(sample, hi_at + 1).values.item() if hi_at < n else _INF
+    return lo, hi
+
+
+def _heavy_ties(sample: torch.Tensor, lo: float, hi: float) -> bool:
+    """Whether the sample shows so many scores equal to ``lo`` or ``hi`` that keeping them would cost memory."""
+    inside = int(torch.count_nonzero((sample > lo) & (sample < hi)))
+    at_ends = int(torch.count_nonzero((sample == lo) | (sample == hi)))
+    return at_ends > max(inside, 64)
+
+
+def _threshold(pool: _Pool, k: int, sample: torch.Tensor, exact: bool) -> _Threshold:
+    """The k-th smallest eligible score, found with as few passes over the scores as possible."""
+    if exact:
+        return _Threshold(*_kth(sample, k))
+    for widen in (1.0, 4.0, 16.0, _INF):
+        lo, hi = _bracket(sample, k, pool.eligible, widen)
+        expected = int(torch.count_nonzero((sample >= lo) & (sample <= hi))) * pool.eligible // max(sample.numel(), 1)
+        if _heavy_ties(sample, lo, hi):
+            found = _count_open(pool, k, lo, hi, expected)
+        else:
+            found = _count_closed(pool, k, lo, hi, expected)
+        if found is not None:
+            return found
+    raise AssertionError("bracket search did not converge")  # unreachable: (-inf, inf) always brackets
+
+
+def _count_closed(pool: _Pool, k: int, lo: float, hi: float, expected: int) -> _Threshold | None:
+    """One pass: count scores below ``lo``, keep those in ``[lo, hi]`` with their positions (so ties
+    at the threshold need no extra pass); None when the threshold is outside."""
+    below = 0
+    inside = positions = None
+    for index, start, scores in pool.chunks():
+        lower = scores < lo
+        upper = scores <= hi if hi < _INF else scores < _INF  # +inf marks entries already pruned
+        below += int(torch.count_nonzero(lower))
+        found = torch.nonzero(upper ^ lower).squeeze(1)
+        if inside is None:
+            inside = _Collector(expected + expected // 2 + 4096, scores.dtype, scores.device)
+            positions = _Collector(expected + expected // 2 + 4096, torch.int64, scores.device)
+        inside.add(scores[found])
+        positions.add(found + (pool.offsets[index] + start))
+    rank = k - below
+    if inside is None or positions is None or rank < 1 or rank > inside.size:
+        return None
+    values = inside.values()
+    t, less, ties = _kth(values, rank)
+    return _Threshold(t, below + less, ties, positions.values()[values == t])
+
+
+def _count_open(pool: _Pool, k: int, lo: float, hi: float, expected: int) -> _Threshold | None:
+    """One pass: count scores below, at ``lo`` and at ``hi``; keep only those strictly between."""
+    below = at_lo = at_hi = 0
+    inside = None
+    for _, _, scores in pool.chunks():
+        lt_lo, le_lo = scores < lo, scores <= lo
+        below += int(torch.count_nonzero(lt_lo))
+        at_lo += int(torch.count_nonzero(le_lo)) - int(torch.count_nonzero(lt_lo))
+        if hi != lo:
+            lt_hi = scores < hi
+            if hi < _INF:
+                at_hi += int(torch.count_nonzero(scores <= hi)) - int(torch.count_nonzero(lt_hi))
+            inside = inside or _Collector(expected // 4 + 4096, scores.dtype, scores.device)
+            inside.add(scores[lt_hi ^ le_lo])
+    if k <= below:
+        return None
+    if k <= below + at_lo:
+        return _Threshold(lo, below, at_lo)
+    values = inside.values() if inside is not None else torch.empty(0)
+    rank = k - below - at_lo
+    if rank <= values.numel():
+        t, less, ties = _kth(values, rank)
+        return _Threshold(t, below + at_lo + less, ties)
+    if rank <= values.numel() + at_hi:
+        return _Threshold(hi, below + at_lo + values.numel(), at_hi)
+    return None
 
 
 def prune_lowest(sources: Sequence[ScoreSource], keeps: Sequence[torch.Tensor], k: int) -> None:
@@ -139,24 +269,35 @@ def prune_lowest(sources: Sequence[ScoreSource], keeps: Sequence[torch.Tensor], 
     ``keeps`` are flat bool tensors (True = kept), updated in place; entries already False are not
     eligible. ``k`` must not exceed the number of kept entries. Scores must be finite.
     """
-    eligible = sum(int(torch.count_nonzero(keep)) for keep in keeps)
-    if k < 0 or k > eligible:
-        raise ValueError(f"cannot prune {k} of {eligible} remaining entries")
+    pool = _Pool(sources, keeps)
+    if k < 0 or k > pool.eligible:
+        raise ValueError(f"cannot prune {k} of {pool.eligible} remaining entries")
     if k == 0:
         return
-    if k == eligible:
+    if k == pool.eligible:
         for keep in keeps:
             keep.zero_()
         return
-    sample = _sample(sources, keeps, eligible, SAMPLE_SIZE)
-    t, below, ties = _threshold(sources, keeps, k, eligible, sample, exact=eligible <= SAMPLE_SIZE)
-    ties_to_prune = k - below
-    partial_ties = ties_to_prune < ties
+    size = min(SAMPLE_SIZE, max(SAMPLE_SIZE >> 4, round(pool.eligible ** (2 / 3))))
+    sample = _sample(pool, size)
+    found = _threshold(pool, k, sample, exact=pool.eligible <= size)
+    t, ties_to_prune = found.value, k - found.below
+    # ties at t are all pruned, then the ones past the first ties_to_prune (in order) kept again
+    find_ties = ties_to_prune < found.ties and found.tied_at is None
     ties_seen = 0
-    for index, start, scores in _eligible_chunks(sources, keeps):
-        keep_chunk = keeps[index][start : start + scores.numel()]
-        keep_chunk &= scores > t
-        if partial_ties:
-            equal = torch.nonzero(scores == t).squeeze(1)
-            keep_chunk[equal[max(0, ties_to_prune - ties_seen) :]] = True
-            ties_seen += equal.numel()
+    for index, (source, keep) in enumerate(zip(sources, keeps)):
+        if pool.kept[index] == 0:
+            continue
+        for start, scores in source.chunks():
+            keep_chunk = keep[start : start + scores.numel()]
+            if find_ties:
+                equal = torch.nonzero((scores == t) & keep_chunk).squeeze(1)
+            keep_chunk &= scores > t
+            if find_ties:
+                keep_chunk[equal[max(0, ties_to_prune - ties_seen) :]] = True
+                ties_seen += equal.numel()
+    if ties_to_prune < found.ties and found.tied_at is not None:
+        spared = found.tied_at[ties_to_prune:]
+        for offset, keep in zip(pool.offsets, keeps):
+            mine = spared[(spared >= offset) & (spared < offset + keep.numel())]
+            keep[mine - offset] = True

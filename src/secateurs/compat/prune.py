@@ -191,9 +191,11 @@ class _TorchNorm(LnNorm):
     pointwise = False
 
     def __init__(self, n: float | int | str) -> None:
-        numeric = isinstance(n, numbers.Real) and not isinstance(n, bool) and n == n
+        numeric = isinstance(n, numbers.Real) and not isinstance(n, bool)
         if not (numeric or n in ("fro", "nuc")):
-            raise PruningError(f"n must be a number, inf, -inf, 'fro' or 'nuc' (as for torch.norm), got {n!r}")
+            raise PruningTypeError(f"n must be a number, inf, -inf, 'fro' or 'nuc' (as for torch.norm), got {n!r}")
+        if numeric and n != n:
+            raise PruningError("n is NaN; give the order of the norm (1, 2, inf, ...)")
         self.n = n
 
     def score(self, param: torch.Tensor, target: Target) -> torch.Tensor:

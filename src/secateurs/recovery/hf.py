@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..errors import PruningError
@@ -50,8 +51,6 @@ class PruningCallback(TrainerCallback):
         self.controller = PruningController(unwrap(model), self.schedule, unit=self.unit, **self.options)
         saved = os.path.join(args.output_dir, f"checkpoint-{state.global_step}", STATE_FILE)
         if state.global_step > 0 and os.path.isfile(saved):
-            import torch
-
             data = torch.load(saved, map_location="cpu", weights_only=True)
             load_mask_state_dict(self.controller.model, data["masks"])
             self.controller.load_state_dict(data["controller"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -221,21 +222,29 @@ def from_text(
     tokenizer: Any,
     *,
     model: nn.Module | None = None,
+    unit: str = "window",
     num_samples: int = 128,
     seq_len: int = 128,
     batch_size: int = 8,
     seed: int = 0,
     description: str = "text",
 ) -> Calibration:
-    """``num_samples`` windows of ``seq_len`` tokens (special tokens included) at seeded random offsets.
+    """Calibration samples cut from text, drawn with a seeded generator.
 
-    A list of strings is joined with blank lines into one stream first.
+    ``unit="window"``: ``num_samples`` windows of ``seq_len`` tokens (special tokens included) at random
+    offsets of the tokenized text, the sampling of the Wanda and SparseGPT papers. ``unit="sentence"``:
+    ``num_samples`` sentences drawn at random (at least three words; truncated to ``seq_len``), padded
+    per batch, for models that embed sentences. A list of strings is joined with blank lines first.
     """
     if not isinstance(text, str):
         text = "\n\n".join(text)
     if not text.strip():
         raise PruningError("the calibration text is empty")
-    stream = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    if unit == "sentence":
+        return _sentences(text, tokenizer, model, num_samples, seq_len, batch_size, seed, description)
+    if unit != "window":
+        raise PruningError(f"unit must be 'window', 'sentence' or 'auto', got {unit!r}")
+    stream = torch.tensor(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], dtype=torch.long)
     length = _content_length(tokenizer, seq_len)
     if stream.numel() < length:
         raise PruningError(
@@ -246,6 +255,38 @@ def from_text(
     starts = torch.randint(0, stream.numel() - length + 1, (num_samples,), generator=generator)
     windows = torch.stack([stream[s : s + length] for s in starts.tolist()])
     return _windows_to_batches(model, tokenizer, windows, batch_size, f"{num_samples} x {seq_len} tokens of {description}")
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(text: str, min_words: int = 3) -> list[str]:
+    """Sentences of a text: paragraphs (blank-line separated) with their lines joined, cut after . ! ?"""
+    sentences = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        joined = " ".join(line.strip() for line in paragraph.splitlines() if line.strip())
+        sentences += [s.strip() for s in _SENTENCE_END.split(joined) if len(s.split()) >= min_words]
+    return sentences
+
+
+def _sentences(
+    text: str, tokenizer: Any, model: nn.Module | None, num_samples: int, seq_len: int, batch_size: int, seed: int,
+    description: str,
+) -> Calibration:
+    sentences = split_sentences(text)
+    if not sentences:
+        raise PruningError("the calibration text holds no sentence of three words or more")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(sentences), generator=generator)[:num_samples].tolist()
+    picked = [sentences[i] for i in order]
+    batches = []
+    for first in range(0, len(picked), batch_size):
+        encoded = tokenizer(
+            picked[first : first + batch_size], padding=True, truncation=True, max_length=seq_len, return_tensors="pt"
+        )
+        batches.append(features_batch(model, {k: v for k, v in encoded.items() if isinstance(v, torch.Tensor)}))
+    tokens = sum(int(b.token_mask.sum()) if b.token_mask is not None else 0 for b in batches)
+    return Calibration(batches, f"{len(picked)} sentences ({tokens} tokens) of {description}")
 
 
 def random_tokens(
@@ -321,19 +362,24 @@ def load_calibration(
     seq_len: int | None = None,
     batch_size: int = 8,
     seed: int = 0,
+    unit: str = "auto",
 ) -> Calibration:
     """A :class:`Calibration` from any supported source.
 
     ``source`` is a path to a text file, a built-in name (``"english"``, ``"random"``; also written
     ``"builtin:english"``), a list of strings, token/input tensors (or a dict of them), a DataLoader or
     other iterable of batches, or a ready :class:`Calibration`. ``seq_len`` defaults to the model's
-    maximum length capped at 2048 (the papers' setting for LLMs).
+    maximum length capped at 2048 (the papers' setting for LLMs). Text is cut into ``unit``s (see
+    :func:`from_text`); ``"auto"`` means sentences for sentence-transformers models, which embed
+    sentences, and windows for everything else.
     """
     if isinstance(source, Calibration):
         return source
     if isinstance(source, (torch.Tensor, Mapping)):
         return from_tensors(source, model=model, batch_size=batch_size)
-    text_options = dict(num_samples=num_samples, batch_size=batch_size, seed=seed)
+    if unit == "auto":
+        unit = "sentence" if model is not None and is_sentence_transformer(model) else "window"
+    text_options = dict(num_samples=num_samples, batch_size=batch_size, seed=seed, unit=unit)
     if isinstance(source, (str, os.PathLike)):
         name = str(source)
         builtin = name.removeprefix("builtin:").lower()
@@ -343,7 +389,7 @@ def load_calibration(
             tok = resolve_tokenizer(model, tokenizer) if model is not None else tokenizer
             length = _default_seq_len(model, seq_len)
             if builtin == "random":
-                return random_tokens(tok, model=model, seq_len=length, **text_options)
+                return random_tokens(tok, model=model, seq_len=length, num_samples=num_samples, batch_size=batch_size, seed=seed)
             return from_text(ENGLISH, tok, model=model, seq_len=length, description="built-in English", **text_options)
         path = Path(name)
         if not path.is_file():

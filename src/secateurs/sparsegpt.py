@@ -26,20 +26,22 @@ from .targets import Target
 
 
 def _inverse_hessian_factor(hessian: torch.Tensor, damping: float) -> torch.Tensor:
-    """Upper Cholesky factor ``U`` of ``(H + λ·mean(diag H)·I)⁻¹`` (so ``H⁻¹ = Uᵀ U``).
+    """Upper-triangular ``U`` with ``Uᵀ U = (H + λ·mean(diag H)·I)⁻¹``.
 
-    Damping is raised tenfold, up to three times, if the damped Hessian is still not positive definite.
+    With ``J`` the order-reversing permutation and ``J H J = L Lᵀ`` (lower Cholesky), ``R = J L J`` is
+    upper triangular with ``H = R Rᵀ``, so ``H⁻¹ = (R⁻¹)ᵀ R⁻¹`` and ``U = R⁻¹``: one factorisation and
+    one triangular inverse, no explicit ``H⁻¹``. Damping is raised tenfold, up to three times, if the
+    damped Hessian is still not positive definite.
     """
     mean_diag = hessian.diagonal().mean().clamp(min=torch.finfo(hessian.dtype).tiny)
+    reversed_hessian = hessian.flip(0, 1)
+    identity = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
     for attempt in range(4):
-        damped = hessian.clone()
-        damped.diagonal().add_(damping * 10**attempt * mean_diag)
-        factor, info = torch.linalg.cholesky_ex(damped)
+        damped = reversed_hessian + (damping * 10**attempt * mean_diag) * identity
+        lower, info = torch.linalg.cholesky_ex(damped)
         if not info:
-            inverse = torch.cholesky_inverse(factor)
-            upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
-            if not info:
-                return upper
+            upper = lower.flip(0, 1)
+            return torch.linalg.solve_triangular(upper, identity, upper=True)
     raise PruningError(
         "the layer's Hessian is not positive definite even with damping; use more calibration data "
         "or a larger damping"
@@ -116,7 +118,7 @@ def sparsegpt(
             w = block[:, j]
             q = w.masked_fill(drop[:, j], 0.0)
             err = (w - q) / d[j]
-            block[:, j:].sub_(torch.outer(err, U_block[j, j:]))
+            block[:, j:].addr_(err, U_block[j, j:], alpha=-1.0)
             block[:, j] = q  # equal up to rounding; keeps pruned entries exactly zero
             errors[:, j] = err
         W[:, start:end] = block

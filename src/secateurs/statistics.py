@@ -76,7 +76,7 @@ class InputStatistics:
     def _rows(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         x = _features_last(module, x.detach())
         mask = self._token_mask
-        if mask is not None and x.dim() >= 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+        if mask is not None and x.dim() >= 3 and tuple(x.shape[:2]) == tuple(mask.shape) and not bool(mask.all()):
             x = x[mask.to(x.device)]
         return x.reshape(-1, x.shape[-1]).float()
 

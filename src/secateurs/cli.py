@@ -1,0 +1,809 @@
+"""The ``secateurs`` command line: ``prune``, ``summary`` and ``demo``.
+
+Exit codes: 0 success, 2 bad usage (bad option, unknown model spec, input shape that does not fit,
+output directory that exists), 1 failure (missing package, failed write, anything else). Errors are
+one line on stderr; ``--debug`` adds the traceback.
+
+How to extend ``secateurs prune`` (later features plug in here, without touching the existing steps):
+
+* an option group is a function ``(parser) -> None`` decorated with :func:`prune_options`;
+* a pipeline step is a :class:`Step` (a name, a function of the :class:`PruneRun` it updates, and a
+  predicate on the parsed arguments saying whether it runs), placed with
+  ``add_prune_step(step, after="prune")``. Steps share state through :class:`PruneRun`: the loaded
+  model, measurements, pruning records (``run.records``, saved in the manifest), ``run.structure``
+  (saved for :func:`secateurs.io.load_pruned`'s structure hooks) and ``run.result`` (the JSON output).
+
+A new subcommand is a :class:`Command` added with :func:`register_command`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__
+from .engine import PruneReport, check_amount, prune
+from .errors import PruningError, SecateursError
+from .io import OutputExistsError, SavedModel, check_output_dir, save_pruned
+from .measure import Measurements, measure
+from .models import LoadedModel, ModelSpecError, available_sources, load_model, parse_input_shape
+from .patterns import NM, Structured, parse_pattern
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UsageError(SecateursError, ValueError):
+    """A command line that cannot work as written."""
+
+
+#: Errors that mean "the command line is wrong" (exit 2); every other error is a failure (exit 1).
+USAGE_ERRORS: tuple[type[BaseException], ...] = (UsageError, ModelSpecError, PruningError, OutputExistsError)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports errors as one line (raised, so :func:`main` prints and exits 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _say(message: str) -> None:
+    """Progress for people: to stderr, and only when stderr is a terminal (pipes and tests stay clean)."""
+    if sys.stderr.isatty():
+        print(f"secateurs: {message}", file=sys.stderr, flush=True)
+
+
+# ---- argument types ------------------------------------------------------------------------------
+
+
+def amount_arg(text: str) -> float | int:
+    """``0.5`` or ``50%`` (a fraction of weights or groups) or ``1000`` (a count)."""
+    value: float | int
+    try:
+        if text.strip().endswith("%"):
+            value = float(text.strip()[:-1]) / 100
+        elif any(ch in text for ch in ".eE"):
+            value = float(text)
+        else:
+            value = int(text)
+        return check_amount(value)
+    except (ValueError, PruningError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an amount: give a fraction in [0, 1] (0.5 or 50%) or a count (1000)"
+        ) from None
+
+
+def granularity_arg(text: str) -> str:
+    try:
+        parse_pattern(text)
+    except PruningError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def input_shape_arg(text: str) -> tuple[int, ...]:
+    try:
+        return parse_input_shape(text)
+    except ModelSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _criteria_names() -> list[str]:
+    from .criteria import available_criteria
+
+    return [name for name in available_criteria() if name not in ("custom", "scores")]
+
+
+# ---- shared options ------------------------------------------------------------------------------
+
+
+def _add_model_argument(parser: ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "model",
+        metavar="MODEL",
+        help="model spec: "
+        + ", ".join(s.usage for s in available_sources())
+        + ", or a directory written by secateurs prune",
+    )
+    group.add_argument(
+        "--input-shape",
+        type=input_shape_arg,
+        metavar="SHAPE",
+        help="shape of the example input, e.g. 1,3,224,224 (images) or 1,128 (token ids); default per model",
+    )
+
+
+def _add_measure_options(parser: ArgumentParser, latency_default: float = 0.5) -> None:
+    group = parser.add_argument_group("measurement")
+    group.add_argument(
+        "--no-latency",
+        dest="latency",
+        action="store_false",
+        help="skip timing the forward pass (the slowest measurement)",
+    )
+    group.add_argument(
+        "--latency-time",
+        type=positive_float,
+        default=latency_default,
+        metavar="SECONDS",
+        help=f"time forward passes for at least this long, after warm-up; the median is reported (default {latency_default})",
+    )
+    group.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="intra-op threads while timing (default: torch's current setting)",
+    )
+
+
+def _add_common_options(parser: ArgumentParser) -> None:
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors"
+    )
+
+
+# ---- secateurs prune: options --------------------------------------------------------------------
+
+PRUNE_OPTION_GROUPS: list[Callable[[ArgumentParser], None]] = []
+
+
+def prune_options(add: Callable[[ArgumentParser], None]) -> Callable[[ArgumentParser], None]:
+    """Register a function that adds an option group to ``secateurs prune``."""
+    PRUNE_OPTION_GROUPS.append(add)
+    return add
+
+
+@prune_options
+def _model_options(parser: ArgumentParser) -> None:
+    _add_model_argument(parser)
+
+
+@prune_options
+def _pruning_options(parser: ArgumentParser) -> None:
+    group = parser.add_argument_group("pruning")
+    group.add_argument(
+        "--method",
+        default="magnitude",
+        choices=_criteria_names(),
+        metavar="METHOD",
+        help="importance criterion: %(choices)s (default %(default)s)",
+    )
+    group.add_argument(
+        "--norm", type=positive_float, default=2.0, metavar="P", help="order of the norm for --method ln (default 2)"
+    )
+    group.add_argument(
+        "--amount",
+        type=amount_arg,
+        metavar="AMOUNT",
+        help="how much to prune: a fraction (0.5 or 50%%) of the weights or groups of each layer (local) "
+        "or of all selected ones (global), or a count; not with N:M",
+    )
+    group.add_argument(
+        "--granularity",
+        type=granularity_arg,
+        default="unstructured",
+        metavar="G",
+        help="unstructured, N:M (e.g. 2:4), channel (whole output channels/neurons) or in (input channels) (default %(default)s)",
+    )
+    group.add_argument(
+        "--scope",
+        choices=("local", "global"),
+        default="local",
+        help="rank within each layer (local) or across all selected layers (global) (default %(default)s)",
+    )
+    group.add_argument(
+        "--include",
+        action="append",
+        metavar="PATTERN",
+        help="prune only parameters matching this glob or re:REGEX (repeatable)",
+    )
+    group.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATTERN",
+        help="never prune parameters matching this glob or re:REGEX (repeatable)",
+    )
+    group.add_argument("--seed", type=int, help="seed for random criteria (default: torch's global generator)")
+
+
+@prune_options
+def _measurement_options(parser: ArgumentParser) -> None:
+    _add_measure_options(parser)
+    parser.add_argument(
+        "--no-eval",
+        dest="evaluate",
+        action="store_false",
+        help="skip the task metric of models that have one (e.g. the demo CNN's accuracy)",
+    )
+
+
+@prune_options
+def _output_options(parser: ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="save the pruned model to this directory (written atomically); without it nothing is saved",
+    )
+    group.add_argument(
+        "--overwrite", action="store_true", help="replace DIR if it exists (only a directory secateurs wrote)"
+    )
+    group.add_argument(
+        "--format",
+        choices=("sparse", "dense", "both"),
+        default="sparse",
+        help="weights file: sparse (bitmask + nonzeros, small), dense (plain safetensors) or both (default %(default)s)",
+    )
+    group.add_argument("--json", action="store_true", help="print one JSON object instead of the human-readable report")
+    group.add_argument("--layers", action="store_true", help="also print the per-layer pruning table")
+
+
+# ---- secateurs prune: pipeline -------------------------------------------------------------------
+
+
+@dataclass
+class PruneRun:
+    """State shared by the steps of ``secateurs prune``."""
+
+    args: argparse.Namespace
+    loaded: LoadedModel | None = None
+    before: Measurements | None = None
+    after: Measurements | None = None
+    metrics_before: dict[str, float] | None = None
+    metrics_after: dict[str, float] | None = None
+    reports: list[PruneReport] = field(default_factory=list)
+    #: Pruning records, oldest first; saved as the manifest's ``pruning`` list.
+    records: list[dict[str, Any]] = field(default_factory=list)
+    #: Saved as the manifest's ``structure`` field (filled by steps that physically reshape layers).
+    structure: dict[str, Any] = field(default_factory=dict)
+    saved: SavedModel | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    #: Extra keys for the JSON output, set by steps.
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> Any:
+        assert self.loaded is not None, "the load step runs first"
+        return self.loaded.model
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[PruneRun], None]
+    enabled: Callable[[argparse.Namespace], bool] = lambda args: True
+    message: str = ""
+
+
+def _check_request(run: PruneRun) -> None:
+    """Refuse contradictory options before any slow work."""
+    args = run.args
+    pattern = parse_pattern(args.granularity)
+    if isinstance(pattern, NM):
+        if args.amount is not None:
+            raise UsageError(
+                f"--granularity {args.granularity} fixes the sparsity at {1 - pattern.n / pattern.m:.0%}; drop --amount"
+            )
+        if args.scope == "global":
+            raise UsageError("N:M pruning is decided within each block of M weights; use --scope local")
+    elif args.amount is None:
+        raise UsageError("give --amount (e.g. --amount 0.5), or an N:M --granularity such as 2:4")
+    if args.out is not None:
+        check_output_dir(args.out, args.overwrite)
+
+
+def _load(run: PruneRun) -> None:
+    run.loaded = load_model(run.args.model, input_shape=run.args.input_shape)
+    if run.loaded.manifest is not None:
+        run.records = list(run.loaded.manifest.pruning)
+        run.structure = dict(run.loaded.manifest.structure)
+
+
+def _measure(run: PruneRun) -> Measurements:
+    args = run.args
+    return measure(
+        run.model, run.loaded.example_inputs, latency=args.latency, min_run_time=args.latency_time, threads=args.threads
+    )  # type: ignore[union-attr]
+
+
+def _measure_before(run: PruneRun) -> None:
+    run.before = _measure(run)
+    if run.args.evaluate and run.loaded and run.loaded.evaluate:
+        run.metrics_before = run.loaded.evaluate(run.model)
+
+
+def _criterion(args: argparse.Namespace) -> Any:
+    """The criterion asked for; for global structured pruning, scores relative to their layer."""
+    from .criteria import get_criterion
+
+    options: dict[str, Any] = {"n": args.norm} if args.method in ("ln", "norm") else {}
+    if args.seed is not None:
+        options["seed"] = args.seed
+    criterion = get_criterion(args.method, **options)
+    if args.scope == "global" and isinstance(parse_pattern(args.granularity), Structured):
+        from .demo import LayerNormalized
+
+        criterion = LayerNormalized(criterion)
+    return criterion
+
+
+def _prune(run: PruneRun) -> None:
+    args = run.args
+    criterion = _criterion(args)
+    report = prune(
+        run.model,
+        args.amount,
+        method=criterion,
+        pattern=args.granularity,
+        scope=args.scope,
+        include=args.include,
+        exclude=args.exclude,
+    )
+    run.reports.append(report)
+    run.records.append(
+        {
+            "method": args.method,
+            "criterion": repr(criterion),
+            "granularity": args.granularity,
+            "scope": args.scope,
+            "amount": args.amount,
+            "seed": args.seed,
+            "include": args.include,
+            "exclude": args.exclude,
+            "layers_pruned": len(report.layers),
+            "layers_skipped": len(report.skipped),
+            "params": report.params,
+            "zeros": report.zeros,
+            "sparsity": report.sparsity,
+            "secateurs_version": __version__,
+        }
+    )
+
+
+def _measure_after(run: PruneRun) -> None:
+    run.after = _measure(run)
+    if run.args.evaluate and run.loaded and run.loaded.evaluate:
+        run.metrics_after = run.loaded.evaluate(run.model)
+
+
+def _save(run: PruneRun) -> None:
+    loaded = run.loaded
+    assert loaded is not None
+    run.saved = save_pruned(
+        run.model,
+        run.args.out,
+        source=loaded.spec,
+        input_shape=loaded.input_shape,
+        task=loaded.task,
+        pruning=run.records,
+        structure=run.structure,
+        weights_format=run.args.format,
+        overwrite=run.args.overwrite,
+        extra={
+            "command": shlex.join(["secateurs", *run.args.argv]),
+            "before": run.before.to_dict() if run.before else None,
+            "after": run.after.to_dict() if run.after else None,
+            "metrics_before": run.metrics_before,
+            "metrics_after": run.metrics_after,
+        },
+    )
+
+
+PRUNE_STEPS: list[Step] = [
+    Step("check", _check_request),
+    Step("load", _load, message="loading {args.model}"),
+    Step("measure-before", _measure_before, message="measuring the model"),
+    Step("prune", _prune, message="pruning"),
+    Step("measure-after", _measure_after, message="measuring the pruned model"),
+    Step("save", _save, enabled=lambda args: args.out is not None, message="saving to {args.out}"),
+]
+
+
+def add_prune_step(step: Step, *, after: str | None = None, before: str | None = None) -> None:
+    """Insert a step into ``secateurs prune``'s pipeline, next to a named one (default: at the end)."""
+    names = [s.name for s in PRUNE_STEPS]
+    if step.name in names:
+        raise ValueError(f"a prune step named {step.name!r} exists already")
+    anchor = after or before
+    if anchor is not None and anchor not in names:
+        raise ValueError(f"no prune step named {anchor!r}; steps: {', '.join(names)}")
+    index = len(PRUNE_STEPS) if anchor is None else names.index(anchor) + (1 if after else 0)
+    PRUNE_STEPS.insert(index, step)
+
+
+def prune_result(run: PruneRun) -> dict[str, Any]:
+    """The JSON object ``secateurs prune --json`` prints."""
+    before, after, loaded = run.before, run.after, run.loaded
+    assert before is not None and after is not None and loaded is not None
+    last = run.reports[-1] if run.reports else None
+    return {
+        "model": run.args.model,
+        "source": loaded.spec,
+        "task": loaded.task,
+        "input_shape": list(loaded.input_shape) if loaded.input_shape else None,
+        "method": run.args.method,
+        "granularity": run.args.granularity,
+        "scope": run.args.scope,
+        "amount": run.args.amount,
+        "seed": run.args.seed,
+        "params_before": before.params,
+        "params_after": after.params,
+        "nonzero_before": before.nonzero,
+        "nonzero_after": after.nonzero,
+        "sparsity": after.sparsity,
+        "pruned_sparsity": last.sparsity if last else 0.0,
+        "layers_pruned": len(last.layers) if last else 0,
+        "layers_skipped": [{"name": s.name, "reason": s.reason} for s in last.skipped] if last else [],
+        "macs_before": before.macs,
+        "macs_after": after.macs,
+        "nonzero_macs_after": after.nonzero_macs,
+        "latency_ms_before": before.latency_ms,
+        "latency_ms_after": after.latency_ms,
+        "latency_threads": after.latency.threads if after.latency else None,
+        "size_bytes_before": before.size.dense_bytes,
+        "size_bytes_after": after.size.sparse_bytes,
+        "dense_bytes_after": after.size.dense_bytes,
+        "metrics_before": run.metrics_before,
+        "metrics_after": run.metrics_after,
+        "output_dir": str(run.saved.path) if run.saved else None,
+        "files": run.saved.files if run.saved else None,
+        "seconds": run.seconds,
+        **run.result,
+    }
+
+
+def _human_count(value: float, unit: str = "") -> str:
+    for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= threshold:
+            return f"{value / threshold:.2f} {suffix}{unit}"
+    return f"{value:,.0f} {unit}".rstrip()
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _human_bytes(value: int) -> str:
+    for threshold, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if value >= threshold:
+            return f"{value / threshold:.1f} {suffix}"
+    return f"{value} B"
+
+
+def _row(label: str, before: str, after: str, note: str = "") -> str:
+    return f"{label:<14}{before:>14}{after:>14}   {note}".rstrip()
+
+
+def format_prune_result(run: PruneRun) -> str:
+    """The human-readable report of ``secateurs prune``."""
+    r = prune_result(run)
+    amount = "N:M" if r["amount"] is None else r["amount"]
+    pruned = f"{_plural(r['layers_pruned'], 'layer')} pruned to {r['pruned_sparsity']:.1%}"
+    lines = [
+        f"Pruned {r['model']} ({r['task']}): {r['method']}, {r['granularity']}, {r['scope']}, amount {amount}; "
+        f"{pruned}, {len(r['layers_skipped'])} left alone",
+        "",
+        _row("", "before", "after"),
+        _row("parameters", f"{r['params_before']:,}", f"{r['params_after']:,}"),
+        _row(
+            "nonzero",
+            f"{r['nonzero_before']:,}",
+            f"{r['nonzero_after']:,}",
+            f"{r['sparsity']:.1%} of all parameters are zero",
+        ),
+        _row(
+            "MACs",
+            _human_count(r["macs_before"]),
+            _human_count(r["macs_after"]),
+            f"{_human_count(r['nonzero_macs_after'])} touch a nonzero weight",
+        ),
+    ]
+    if r["latency_ms_before"] is not None:
+        note = f"median, {r['latency_threads']} threads"
+        lines.append(_row("latency", f"{r['latency_ms_before']:.2f} ms", f"{r['latency_ms_after']:.2f} ms", note))
+    sizes = _human_bytes(r["size_bytes_before"]), _human_bytes(r["size_bytes_after"])
+    lines.append(_row("size on disk", *sizes, "dense safetensors / sparse format"))
+    for name, value in (run.metrics_before or {}).items():
+        lines.append(_row(name, f"{value:.4f}", f"{(run.metrics_after or {}).get(name, float('nan')):.4f}"))
+    if run.args.layers:
+        lines += ["", str(run.reports[-1])]
+    lines.append("")
+    if run.saved:
+        files = ", ".join(f"{name} {_human_bytes(size)}" for name, size in run.saved.files.items())
+        lines.append(f"Saved to {run.saved.path}/ ({files}, manifest.json)")
+    else:
+        lines.append("Not saved (give --out DIR to save the pruned model).")
+    return "\n".join(lines)
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    run = PruneRun(args)
+    for step in PRUNE_STEPS:
+        if not step.enabled(args):
+            continue
+        if step.message:
+            _say(step.message.format(args=args))
+        start = time.perf_counter()
+        step.run(run)
+        run.seconds[step.name] = round(time.perf_counter() - start, 3)
+    print(json.dumps(prune_result(run), indent=2) if args.json else format_prune_result(run))
+    return 0
+
+
+def add_prune_arguments(parser: ArgumentParser) -> None:
+    for add in PRUNE_OPTION_GROUPS:
+        add(parser)
+
+
+# ---- secateurs summary ---------------------------------------------------------------------------
+
+
+def add_summary_arguments(parser: ArgumentParser) -> None:
+    _add_model_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--measure", action="store_true", help="also measure parameters, MACs, size on disk and latency"
+    )
+    _add_measure_options(parser)
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    from .summary import summary
+
+    _say(f"loading {args.model}")
+    loaded = load_model(args.model, input_shape=args.input_shape)
+    table = summary(loaded.model)
+    measured = (
+        measure(
+            loaded.model,
+            loaded.example_inputs,
+            latency=args.latency,
+            min_run_time=args.latency_time,
+            threads=args.threads,
+        )
+        if args.measure
+        else None
+    )
+    if args.json:
+        payload = {"model": args.model, "source": loaded.spec, "task": loaded.task, **table.to_dict()}
+        if loaded.manifest is not None:
+            payload["pruning"] = loaded.manifest.pruning
+        if measured is not None:
+            payload["measurements"] = measured.to_dict()
+        print(json.dumps(payload, indent=2))
+        return 0
+    print(f"{args.model} ({loaded.task}, source {loaded.spec})\n")
+    print(table)
+    if measured is not None:
+        latency = f", latency {measured.latency_ms:.2f} ms" if measured.latency_ms is not None else ""
+        print(
+            f"\nMACs {_human_count(measured.macs)} ({_human_count(measured.nonzero_macs)} touch a nonzero weight), "
+            f"size {_human_bytes(measured.size.dense_bytes)} dense / {_human_bytes(measured.size.sparse_bytes)} sparse{latency}"
+        )
+    return 0
+
+
+# ---- secateurs demo ------------------------------------------------------------------------------
+
+
+def add_demo_arguments(parser: ArgumentParser) -> None:
+    from .datasets import DATASETS
+    from .demo import DEFAULT_DATASET, DemoConfig
+
+    defaults = DemoConfig()
+    parser.add_argument(
+        "--dataset",
+        choices=list(DATASETS),
+        default=DEFAULT_DATASET,
+        help="packaged data set to train on (default %(default)s)",
+    )
+    parser.add_argument(
+        "--ratios",
+        default=",".join(f"{r:g}" for r in defaults.ratios),
+        metavar="R,R,...",
+        help="pruning ratios (default %(default)s)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=defaults.train.epochs,
+        help="training epochs of the CNN (default %(default)s; part of the cache key)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed of the random pruning methods (default %(default)s)"
+    )
+    parser.add_argument("--retrain", action="store_true", help="train again even when a cached model exists")
+    parser.add_argument(
+        "--latency-time",
+        type=positive_float,
+        default=defaults.latency_min_run_time,
+        metavar="SECONDS",
+        help="minimum timing per pruned model (default %(default)s)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=defaults.threads,
+        metavar="N",
+        help="threads while timing (default %(default)s: stable on shared machines)",
+    )
+    parser.add_argument(
+        "--compact", action="store_true", help="print the accuracy matrix and the reading, not the full table"
+    )
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (rows, dense model, reading)")
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from .demo import default_config, format_report, parse_ratios, run_demo
+
+    config = default_config(
+        dataset=args.dataset,
+        ratios=parse_ratios(args.ratios),
+        epochs=args.epochs,
+        seed=args.seed,
+        retrain=args.retrain,
+        latency_min_run_time=args.latency_time,
+        threads=args.threads,
+    )
+    result = run_demo(config, progress=args.progress)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_report(result, full=not args.compact))
+    return 0
+
+
+# ---- commands and main ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    description: str
+    add_arguments: Callable[[ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    epilog: str = ""
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(command: Command) -> None:
+    COMMANDS[command.name] = command
+
+
+register_command(
+    Command(
+        "prune",
+        "prune a model, measure it before and after, save it",
+        "Prune MODEL with masks, measure parameters, nonzeros, MACs, latency and size before and after, and save it (--out).",
+        add_prune_arguments,
+        run_prune,
+        epilog=(
+            "examples:\n"
+            "  secateurs prune torchvision:resnet18 --amount 0.5 --out resnet18-50\n"
+            "  secateurs prune demo --method l2 --granularity channel --amount 0.3 --json\n"
+            "  secateurs prune minilm --granularity 2:4 --exclude '*attention*' --out minilm-24\n"
+            "  secateurs prune resnet18-50 --amount 0.7 --scope global --out resnet18-70"
+        ),
+    )
+)
+register_command(
+    Command(
+        "summary",
+        "print the per-layer sparsity table of a model",
+        "Per-layer parameters, nonzeros, sparsity and all-zero rows/columns of MODEL (e.g. a directory written by secateurs prune).",
+        add_summary_arguments,
+        run_summary,
+        epilog="examples:\n  secateurs summary resnet18-50\n  secateurs summary torchvision:mobilenet_v3_small --measure --json",
+    )
+)
+register_command(
+    Command(
+        "demo",
+        "train a small CNN on a packaged data set and prune it 72 ways",
+        "The seed articles' experiment offline: random/L1 unstructured and random/L2 structured pruning at ratios 0.1-0.9, "
+        "local and global, each evaluated for accuracy, nonzeros, size on disk and latency. The trained CNN is cached "
+        "(under $SECATEURS_CACHE, default ~/.cache/secateurs).",
+        add_demo_arguments,
+        run_demo_command,
+        epilog="examples:\n  secateurs demo\n  secateurs demo --dataset mnist1d --compact\n  secateurs demo --ratios 0.5,0.9 --json",
+    )
+)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="secateurs",
+        description="Prune PyTorch networks and measure what it buys.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"secateurs {__version__}")
+    _add_common_options(parser)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
+    for command in COMMANDS.values():
+        sub = subparsers.add_parser(
+            command.name,
+            help=command.help,
+            description=command.description,
+            epilog=command.epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_arguments(sub)
+        _add_common_options(sub)
+        sub.set_defaults(handler=command.run)
+    return parser
+
+
+def _error(message: str, code: int) -> int:
+    print(f"secateurs: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``secateurs`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if not debug:  # keep the output to what secateurs says
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        args = build_parser().parse_args(argv)
+        args.argv = argv
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)
+    except BrokenPipeError:  # e.g. piped into head: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except BaseException as exc:  # noqa: BLE001 - every error becomes one line (or a traceback with --debug)
+        if isinstance(exc, SystemExit):
+            raise
+        if debug:
+            traceback.print_exc()
+        code = EXIT_USAGE if isinstance(exc, USAGE_ERRORS) else EXIT_FAILURE
+        known = isinstance(exc, (SecateursError, OSError))
+        message = str(exc) if known else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
+            message += f": {exc.filename}"
+        message = " ".join(message.split()) or type(exc).__name__
+        if not known and not debug:
+            message += " (run with --debug for the traceback)"
+        return _error(message, code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -151,6 +151,16 @@ class Random(Criterion):
         scores = torch.rand(param.shape, generator=generator, dtype=score_dtype(param))
         return scores.to(param.device)
 
+    def reduce(self, scores: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        """One uniform draw per group, whatever its size. A sum of draws grows with the group's size, so
+        global structured pruning would rank every group of a small layer below those of a large one."""
+        if not dims:
+            return scores
+        reduced = sorted(d % scores.dim() for d in dims)
+        kept = [d for d in range(scores.dim()) if d not in reduced]
+        moved = scores.permute(*kept, *reduced)
+        return moved.reshape(*moved.shape[: len(kept)], -1)[..., 0]
+
     def __repr__(self) -> str:
         return f"Random(seed={self.seed})"
 

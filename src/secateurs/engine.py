@@ -37,6 +37,7 @@ from .selection import ModuleType, Selection, Skipped, select
 from .targets import Target
 
 Amount = float | int
+_COUNT_CHUNK = 1 << 20
 Scope = Literal["local", "global", "row"]
 Mode = Literal["absolute", "relative"]
 
@@ -172,6 +173,13 @@ def validate_target(target: Target) -> None:
 def _all_finite(values: torch.Tensor) -> bool:
     """One cheap reduction; the elementwise check (a full-size temporary) only when the sum is not finite."""
     return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
+
+
+def _zeros(values: torch.Tensor) -> int:
+    """Exact zeros, chunk by chunk: ``count_nonzero`` of a float tensor with scattered zeros is
+    several times slower than of a bool one, and a whole-tensor comparison is a full-size temporary."""
+    flat = values.detach().reshape(-1)
+    return flat.numel() - sum(int(torch.count_nonzero(flat[i : i + _COUNT_CHUNK] != 0)) for i in range(0, flat.numel(), _COUNT_CHUNK))
 
 
 def _checked(scores: torch.Tensor, target: Target) -> torch.Tensor:
@@ -357,7 +365,7 @@ def prune_targets(
     pattern_obj = parse_pattern(pattern)
     for target in targets:
         validate_target(target)
-    zeros_before = {t.name: t.param.numel() - int(torch.count_nonzero(t.param.detach())) for t in targets}
+    zeros_before = {t.name: _zeros(t.param) for t in targets}
     plan = plan_masks(targets, criterion, pattern_obj, amount, scope, mode, per_layer)
     apply_plan(plan)
     report = PruneReport(
@@ -378,7 +386,7 @@ def prune_targets(
                 groups_pruned=pruned,
                 params=param.numel(),
                 zeros_before=zeros_before[target.name],
-                zeros_after=param.numel() - int(torch.count_nonzero(param)),
+                zeros_after=_zeros(param),
             )
         )
     return report

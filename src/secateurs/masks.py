@@ -29,7 +29,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from .errors import PruningError
 
 MASK_SUFFIX = "_mask"
-_ZERO_CHUNK = 1 << 20
+_ZERO_CHUNK = 1 << 16
 _MASKED_NAMES = "_secateurs_masked"
 
 

@@ -90,10 +90,6 @@ class _Pool:
         self.sources, self.keeps = sources, keeps
         self.kept = [int(torch.count_nonzero(keep)) for keep in keeps]
         self.eligible = sum(self.kept)
-        #: where each source starts in the (never materialised) concatenation of all of them
-        self.offsets = [0]
-        for source in sources[:-1]:
-            self.offsets.append(self.offsets[-1] + source.numel)
 
     def chunks(self) -> Iterator[tuple[int, int, torch.Tensor]]:
         for index, (source, keep) in enumerate(zip(self.sources, self.keeps)):
@@ -163,17 +159,27 @@ def _sample(pool: _Pool, size: int) -> torch.Tensor:
 
 class _Threshold(NamedTuple):
     """The k-th smallest eligible score, how many scores are below it and how many equal it, and
-    (when known) the positions of those equal, in source-then-index order."""
+    (when known) the chunks ``(source index, offset)`` holding those equal to it."""
 
     value: float
     below: int
     ties: int
-    tied_at: torch.Tensor | None = None
+    tie_chunks: set[tuple[int, int]] | None = None
+
+
+def _select(values: torch.Tensor, rank: int) -> float:
+    """The rank-th smallest of ``values`` (1-based). On the CPU an in-place partial sort of one copy
+    (``torch.kthvalue`` would add an int64 index per value)."""
+    if values.device.type != "cpu":
+        return torch.kthvalue(values, rank).values.item()
+    work = values.numpy().copy()
+    work.partition(rank - 1)
+    return float(work[rank - 1])
 
 
 def _kth(values: torch.Tensor, rank: int) -> tuple[float, int, int]:
     """The rank-th smallest of ``values`` (1-based), how many are below it, how many equal it."""
-    t = torch.kthvalue(values, rank).values.item()
+    t = _select(values, rank)
     return t, int(torch.count_nonzero(values < t)), int(torch.count_nonzero(values == t))
 
 
@@ -182,10 +188,11 @@ def _bracket(sample: torch.Tensor, k: int, eligible: int, widen: float) -> tuple
     if n == 0 or widen == _INF:
         return -_INF, _INF
     q = k / eligible
-    margin = widen * (4.0 * math.sqrt(max(q * (1 - q), 1.0 / n) / n) + 4.0 / n)
+    # three standard deviations of a sample quantile: a miss (about 1 in 400) costs one more pass
+    margin = widen * (3.0 * math.sqrt(max(q * (1 - q), 1.0 / n) / n) + 4.0 / n)
     lo_at, hi_at = math.floor((q - margin) * n), math.ceil((q + margin) * n)
-    lo = torch.kthvalue(sample, lo_at + 1).values.item() if lo_at >= 0 else -_INF
-    hi = torch.kthvalue(sample, hi_at + 1).values.item() if hi_at < n else _INF
+    lo = _select(sample, lo_at + 1) if lo_at >= 0 else -_INF
+    hi = _select(sample, hi_at + 1) if hi_at < n else _INF
     return lo, hi
 
 
@@ -213,26 +220,28 @@ def _threshold(pool: _Pool, k: int, sample: torch.Tensor, exact: bool) -> _Thres
 
 
 def _count_closed(pool: _Pool, k: int, lo: float, hi: float, expected: int) -> _Threshold | None:
-    """One pass: count scores below ``lo``, keep those in ``[lo, hi]`` with their positions (so ties
-    at the threshold need no extra pass); None when the threshold is outside."""
+    """One pass: count scores below ``lo``, keep those in ``[lo, hi]`` in order with how many each
+    chunk gave (so the chunks holding ties at the threshold are known); None when it is outside."""
     below = 0
-    inside = positions = None
+    inside = None
+    chunks: list[tuple[int, int]] = []
+    ends: list[int] = []
     for index, start, scores in pool.chunks():
         lower = scores < lo
         upper = scores <= hi if hi < _INF else scores < _INF  # +inf marks entries already pruned
         below += int(torch.count_nonzero(lower))
-        found = torch.nonzero(upper ^ lower).squeeze(1)
-        if inside is None:
-            inside = _Collector(expected + expected // 2 + 4096, scores.dtype, scores.device)
-            positions = _Collector(expected + expected // 2 + 4096, torch.int64, scores.device)
-        inside.add(scores[found])
-        positions.add(found + (pool.offsets[index] + start))
+        inside = inside or _Collector(expected + expected // 4 + 4096, scores.dtype, scores.device)
+        inside.add(scores[upper ^ lower])
+        chunks.append((index, start))
+        ends.append(inside.size)
     rank = k - below
-    if inside is None or positions is None or rank < 1 or rank > inside.size:
+    if inside is None or rank < 1 or rank > inside.size:
         return None
     values = inside.values()
     t, less, ties = _kth(values, rank)
-    return _Threshold(t, below + less, ties, positions.values()[values == t])
+    tied = torch.nonzero(values == t).squeeze(1).cpu()
+    owners = torch.searchsorted(torch.tensor(ends), tied, right=True).unique().tolist()
+    return _Threshold(t, below + less, ties, {chunks[i] for i in owners})
 
 
 def _count_open(pool: _Pool, k: int, lo: float, hi: float, expected: int) -> _Threshold | None:
@@ -282,22 +291,19 @@ def prune_lowest(sources: Sequence[ScoreSource], keeps: Sequence[torch.Tensor], 
     sample = _sample(pool, size)
     found = _threshold(pool, k, sample, exact=pool.eligible <= size)
     t, ties_to_prune = found.value, k - found.below
-    # ties at t are all pruned, then the ones past the first ties_to_prune (in order) kept again
-    find_ties = ties_to_prune < found.ties and found.tied_at is None
+    # ties at t are all pruned, then those past the first ties_to_prune (in order) kept again;
+    # only chunks known to hold ties are searched for them
+    partial = ties_to_prune < found.ties
     ties_seen = 0
     for index, (source, keep) in enumerate(zip(sources, keeps)):
         if pool.kept[index] == 0:
             continue
         for start, scores in source.chunks():
             keep_chunk = keep[start : start + scores.numel()]
+            find_ties = partial and (found.tie_chunks is None or (index, start) in found.tie_chunks)
             if find_ties:
                 equal = torch.nonzero((scores == t) & keep_chunk).squeeze(1)
             keep_chunk &= scores > t
             if find_ties:
                 keep_chunk[equal[max(0, ties_to_prune - ties_seen) :]] = True
                 ties_seen += equal.numel()
-    if ties_to_prune < found.ties and found.tied_at is not None:
-        spared = found.tied_at[ties_to_prune:]
-        for offset, keep in zip(pool.offsets, keeps):
-            mine = spared[(spared >= offset) & (spared < offset + keep.numel())]
-            keep[mine - offset] = True

@@ -244,6 +244,7 @@ def render(report: dict) -> str:
         "(0.1 point each), so differences under about a point are noise.",
         "",
         *targets(report),
+        *[f"- Note: {note}" for note in meta.get("notes", [])],
         "",
     ]
     for key, model in report["models"].items():

@@ -98,6 +98,18 @@ def input_shape_arg(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def device_arg(text: str) -> str:
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (cpu, cuda, cuda:1, mps...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA device is available here; use --device cpu")
+    return text
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -137,6 +149,12 @@ def _add_model_argument(parser: ArgumentParser) -> None:
         + ", or a directory written by secateurs prune",
     )
     group.add_argument(
+        "--device",
+        type=device_arg,
+        default="cpu",
+        help="where to run the model: cpu, cuda, cuda:1, mps... (default %(default)s); files are always written from CPU",
+    )
+    group.add_argument(
         "--input-shape",
         type=input_shape_arg,
         metavar="SHAPE",
@@ -144,7 +162,7 @@ def _add_model_argument(parser: ArgumentParser) -> None:
     )
 
 
-def _add_measure_options(parser: ArgumentParser, latency_default: float = 0.5) -> None:
+def _add_measure_options(parser: ArgumentParser, latency_default: float = 0.5) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("measurement")
     group.add_argument(
         "--no-latency",
@@ -163,8 +181,9 @@ def _add_measure_options(parser: ArgumentParser, latency_default: float = 0.5) -
         "--threads",
         type=positive_int,
         metavar="N",
-        help="intra-op threads while timing (default: torch's current setting)",
+        help="intra-op threads while timing (default: torch's current setting; 1 is steadier on a shared machine)",
     )
+    return group
 
 
 def _add_common_options(parser: ArgumentParser) -> None:
@@ -239,8 +258,8 @@ def _pruning_options(parser: ArgumentParser) -> None:
 
 @prune_options
 def _measurement_options(parser: ArgumentParser) -> None:
-    _add_measure_options(parser)
-    parser.add_argument(
+    group = _add_measure_options(parser)
+    group.add_argument(
         "--no-eval",
         dest="evaluate",
         action="store_false",
@@ -325,7 +344,7 @@ def _check_request(run: PruneRun) -> None:
 
 
 def _load(run: PruneRun) -> None:
-    run.loaded = load_model(run.args.model, input_shape=run.args.input_shape)
+    run.loaded = load_model(run.args.model, input_shape=run.args.input_shape).to(run.args.device)
     if run.loaded.manifest is not None:
         run.records = list(run.loaded.manifest.pruning)
         run.structure = dict(run.loaded.manifest.structure)
@@ -531,7 +550,7 @@ def format_prune_result(run: PruneRun) -> str:
         ),
     ]
     if r["latency_ms_before"] is not None:
-        note = f"median, {r['latency_threads']} threads"
+        note = f"median, {_plural(r['latency_threads'], 'thread')}"
         lines.append(_row("latency", f"{r['latency_ms_before']:.2f} ms", f"{r['latency_ms_after']:.2f} ms", note))
     sizes = _human_bytes(r["size_bytes_before"]), _human_bytes(r["size_bytes_after"])
     lines.append(_row("size on disk", *sizes, "dense safetensors / sparse format"))
@@ -583,7 +602,7 @@ def run_summary(args: argparse.Namespace) -> int:
     from .summary import summary
 
     _say(f"loading {args.model}")
-    loaded = load_model(args.model, input_shape=args.input_shape)
+    loaded = load_model(args.model, input_shape=args.input_shape).to(args.device)
     table = summary(loaded.model)
     measured = (
         measure(

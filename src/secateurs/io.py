@@ -96,15 +96,20 @@ def _fsync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _umask_mode() -> int:
-    """The mode an ordinary new file gets (0o666 minus the umask); temp files start out private."""
-    umask = os.umask(0)
+def _file_mode() -> int:
+    """The mode an ordinary new file gets (0o666 minus the umask), read once at import: reading the umask
+    means setting it, which is not thread-safe."""
+    umask = os.umask(0o022)
     os.umask(umask)
     return 0o666 & ~umask
 
 
+_FILE_MODE = _file_mode()
+
+
 def _finish_file(path: Path) -> None:
-    os.chmod(path, _umask_mode())
+    """Give a finished file ordinary permissions (temp files and safetensors' files start private) and flush it."""
+    os.chmod(path, _FILE_MODE)
     _fsync(path)
 
 
@@ -469,8 +474,9 @@ def save_pruned(
                     format=DENSE_TAG if fmt == "dense" else SPARSE_TAG, bytes=write_weights(state, temp / name, fmt)
                 )
             if is_pruned(model):
+                masks = {name: packed.cpu() for name, packed in mask_state_dict(model).items()}
                 safetensors.torch.save_file(
-                    mask_state_dict(model), os.fspath(temp / MASKS_FILE), metadata={"secateurs.format": "masks/1"}
+                    masks, os.fspath(temp / MASKS_FILE), metadata={"secateurs.format": "masks/1"}
                 )
                 manifest.files[MASKS_FILE] = FileInfo(format="masks/1", bytes=(temp / MASKS_FILE).stat().st_size)
                 manifest.masks = MASKS_FILE

@@ -20,12 +20,14 @@ A new source is one function registered with :func:`register_source`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,6 +82,28 @@ class LoadedModel:
         target = self.model if model is None else model
         with inference(target):
             return run_model(target, self.example_inputs)
+
+    def to(self, device: str | torch.device) -> LoadedModel:
+        """Move the model and the example inputs to ``device`` (in place; returns self)."""
+        self.model.to(device)
+        self.example_inputs = move_to(self.example_inputs, device)
+        return self
+
+
+def move_to(inputs: Any, device: str | torch.device) -> Any:
+    """Tensors in (nested tuples, lists and dicts of) example inputs moved to ``device``."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    if isinstance(inputs, Mapping):
+        return {key: move_to(value, device) for key, value in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(move_to(value, device) for value in inputs)
+    return inputs
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 #: ``loader(argument, input_shape, weights) -> LoadedModel``; ``weights=False`` may skip loading or
@@ -317,12 +341,13 @@ _MINILM_SENTENCES = (
 
 
 def _mean_pooled(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Sentence embeddings as all-MiniLM-L6-v2 defines them: mean over tokens, then L2-normalised."""
+    """Sentence embeddings as all-MiniLM-L6-v2 defines them: mean over tokens, then L2-normalised (on CPU)."""
+    inputs = move_to(inputs, model_device(model))
     with inference(model):
         hidden = model(**inputs).last_hidden_state
     mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-    return torch.nn.functional.normalize(pooled, dim=-1)
+    return torch.nn.functional.normalize(pooled, dim=-1).float().cpu()
 
 
 @register_source(
@@ -371,21 +396,35 @@ def _load_minilm(argument: str, input_shape: Shape | None, weights: bool) -> Loa
 # ---- python:MODULE:FACTORY -----------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _working_directory_importable() -> Iterator[None]:
+    """Let ``python:MODULE`` find modules in the working directory (as ``python -m`` would), for the
+    import and the factory call only; ``sys.path`` is restored afterwards."""
+    cwd = str(Path.cwd())
+    added = "" not in sys.path and cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
 def _import_module(name: str, spec: str) -> tuple[Any, str]:
     """Import a dotted module (the working directory is searched too) or a ``.py`` file; returns it and its canonical name."""
     if name.endswith(".py") or "/" in name or "\\" in name:
         path = Path(name).expanduser().resolve()
         if not path.is_file():
             raise ModelSpecError(f"{spec}: no such file {path}")
-        module_spec = importlib.util.spec_from_file_location(f"_secateurs_factory_{path.stem}", path)
+        unique = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+        module_spec = importlib.util.spec_from_file_location(f"_secateurs_factory_{path.stem}_{unique}", path)
         if module_spec is None or module_spec.loader is None:
             raise ModelSpecError(f"{spec}: cannot import {path}")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_spec.name] = module
         module_spec.loader.exec_module(module)
         return module, str(path)
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
     try:
         return importlib.import_module(name), name
     except ModuleNotFoundError as exc:
@@ -428,11 +467,12 @@ def _load_python(argument: str, input_shape: Shape | None, weights: bool) -> Loa
     module_name, _, factory_name = argument.rpartition(":")
     if not module_name or not factory_name:
         raise ModelSpecError(f"{spec}: write python:MODULE:FACTORY, e.g. python:mypackage.models:build")
-    module, canonical = _import_module(module_name, spec)
-    factory = getattr(module, factory_name, None)
-    if not callable(factory):
-        raise ModelSpecError(f"{spec}: module {module_name!r} has no callable {factory_name!r}")
-    result = factory()
+    with _working_directory_importable():
+        module, canonical = _import_module(module_name, spec)
+        factory = getattr(module, factory_name, None)
+        if not callable(factory):
+            raise ModelSpecError(f"{spec}: module {module_name!r} has no callable {factory_name!r}")
+        result = factory()
     spec = f"python:{canonical}:{factory_name}"
     if isinstance(result, LoadedModel):
         if input_shape is not None:

@@ -351,10 +351,11 @@ def _load(run: PruneRun) -> None:
 
 
 def _measure(run: PruneRun) -> Measurements:
-    args = run.args
+    loaded, args = run.loaded, run.args
+    assert loaded is not None, "the load step runs first"
     return measure(
-        run.model, run.loaded.example_inputs, latency=args.latency, min_run_time=args.latency_time, threads=args.threads
-    )  # type: ignore[union-attr]
+        loaded.model, loaded.example_inputs, latency=args.latency, min_run_time=args.latency_time, threads=args.threads
+    )
 
 
 def _measure_before(run: PruneRun) -> None:

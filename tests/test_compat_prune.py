@@ -558,6 +558,8 @@ GLOBAL_MEMORY = textwrap.dedent(
     from torch import nn
     import {module} as prune
     torch.manual_seed(0)
+    warm = [nn.Linear(64, 64) for _ in range(2)]  # first-use costs of torch and the library are not pruning's
+    prune.global_unstructured([(m, "weight") for m in warm], pruning_method=prune.L1Unstructured, amount=0.5)
     layers = [nn.Linear(1024, 1024, bias=False) for _ in range(16)]  # 16.8M weights, 64 MiB
     def hwm():
         return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024
@@ -576,8 +578,8 @@ def test_global_pruning_needs_a_fraction_of_the_model_in_extra_memory():
         return float(out.stdout.strip())
 
     ours = extra("secateurs.compat.prune")
-    assert ours < 0.5, f"secateurs needed {ours:.2f}x the model in extra memory"
-    assert extra("torch.nn.utils.prune") > 4 * ours
+    assert ours < 0.4, f"secateurs needed {ours:.2f}x the model in extra memory (its bool masks are 0.25x)"
+    assert extra("torch.nn.utils.prune") > 10 * ours
 
 
 # --- the torch.nn.utils.prune snippets of the reference articles, with one import changed ---

@@ -170,7 +170,7 @@ class _Threshold(NamedTuple):
 def _select(values: torch.Tensor, rank: int) -> float:
     """The rank-th smallest of ``values`` (1-based). On the CPU an in-place partial sort of one copy
     (``torch.kthvalue`` would add an int64 index per value)."""
-    if values.device.type != "cpu":
+    if values.device.type != "cpu" or values.dtype not in (torch.float32, torch.float64):
         return torch.kthvalue(values, rank).values.item()
     work = values.numpy().copy()
     work.partition(rank - 1)

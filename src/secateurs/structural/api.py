@@ -1,0 +1,210 @@
+"""``shrink``: trace, group, score, plan, cut, verify, all or nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+
+from ..criteria import Criterion, get_criterion
+from ..errors import PruningError, UnsupportedOperationError
+from .graph import DependencyGraph, Group, build_graph
+from .importance import Aggregate, score_groups
+from .patchers import patch_modules
+from .planning import Amount, Scope, check_amount, plan
+from .surgery import Undo, slice_tensors
+from .verify import count_params, failing_module, masked_outputs, max_abs_diff, run_outputs, tolerance
+
+Granularity = Literal["channel", "head", "layer"]
+
+
+@dataclass
+class GroupChange:
+    name: str
+    kind: str
+    before: int
+    after: int
+    members: int
+
+
+@dataclass
+class ShrinkReport:
+    """What :func:`shrink` did, and the proof that it kept the masked model's function."""
+
+    granularity: str
+    method: str
+    scope: str
+    amount: float | int
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    max_abs_diff: float | None
+    tolerance: float | None
+    seconds: float = 0.0
+    groups: list[GroupChange] = field(default_factory=list)
+    removed_layers: list[str] = field(default_factory=list)
+    patched_modules: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    structure: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_after / self.params_before if self.params_before else 1.0
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs_after / self.macs_before if self.macs_before else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("structure")
+        data.update(params_ratio=self.params_ratio, macs_ratio=self.macs_ratio)
+        return data
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def __str__(self) -> str:
+        pruned = [g for g in self.groups if g.after < g.before]
+        lines = [
+            f"shrink ({self.granularity}, {self.method}, {self.scope}, amount={self.amount}): "
+            f"{len(pruned)}/{len(self.groups)} groups cut" + (f", {len(self.removed_layers)} layers removed" if self.removed_layers else ""),
+            f"  params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.3f}x)",
+            f"  MACs   {self.macs_before:,} -> {self.macs_after:,} ({self.macs_ratio:.3f}x)",
+        ]
+        if self.max_abs_diff is not None:
+            lines.append(f"  max |shrunk - masked| = {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g})")
+        for warning in self.warnings:
+            lines.append(f"  warning: {warning}")
+        return "\n".join(lines)
+
+
+def _criterion(method: str | Criterion, seed: int | None, options: dict[str, Any]) -> Criterion:
+    if seed is not None:
+        options = {**options, "seed": seed}
+    return get_criterion(method, **options)
+
+
+def shrink(
+    model: nn.Module,
+    example_inputs: Any,
+    amount: Amount = 0.5,
+    *,
+    granularity: Granularity = "channel",
+    method: str | Criterion = "l2",
+    scope: Scope = "local",
+    round_to: int | None = None,
+    min_keep: int = 1,
+    ignore: Iterable[str | nn.Module] | None = None,
+    per_layer: Mapping[str, Amount] | None = None,
+    aggregate: Aggregate = "sum",
+    prune_normalized: bool = False,
+    strict: bool = True,
+    verify: bool = True,
+    atol: float | None = None,
+    seed: int | None = None,
+    **criterion_options: Any,
+) -> ShrinkReport:
+    """Remove channels, heads or layers from ``model`` in place; return a :class:`ShrinkReport`.
+
+    ``amount`` is the fraction (or int count) of each group's units to remove (``scope="local"``) or of all
+    units ranked together (``"global"``). ``granularity``: ``"channel"`` (channels, neurons, head dims),
+    ``"head"`` (attention heads) or ``"layer"`` (whole residual blocks). ``ignore`` names modules (globs)
+    that keep every dimension; the model's outputs always keep theirs. ``round_to`` keeps channel counts
+    multiples of it; ``min_keep`` is the least any group keeps. ``method`` is any registered criterion.
+    ``prune_normalized`` also prunes dimensions that feed statistics (the hidden size under layer norms,
+    head dims under the default attention scale); those statistics are then over the kept channels, and
+    the reference for verification computes them the same way.
+
+    The shrunk model's output is compared with the masked model's on ``example_inputs``; beyond
+    ``atol`` (default: float rounding) the surgery is undone and an error raised. On any error the
+    model is left exactly as it was.
+    """
+    start = time.perf_counter()
+    amount = check_amount(amount)
+    criterion = _criterion(method, seed, criterion_options)
+    if granularity == "layer":
+        from .depth import shrink_depth
+
+        return shrink_depth(model, example_inputs, amount, criterion=criterion, scope=scope, ignore=ignore,
+                            per_layer=per_layer, aggregate=aggregate, strict=strict, verify=verify, atol=atol,
+                            start=start)
+    graph = build_graph(model, example_inputs, strict=strict)
+    groups = graph.groups(granularity, ignore, prune_normalized)
+    if not groups:
+        raise PruningError(
+            f"no prunable {granularity} groups in {type(model).__name__}: every axis is pinned "
+            f"(inspect build_graph(model, x).why_frozen(name)); try another granularity"
+        )
+    scores = score_groups(graph, groups, criterion, aggregate)
+    keep = plan(groups, scores, amount, scope=scope, per_layer=per_layer, min_keep=min_keep, round_to=round_to)
+    report = apply_keep(model, example_inputs, graph, groups, keep, granularity=granularity,
+                        method=getattr(criterion, "name", "") or type(criterion).__name__, scope=scope,
+                        amount=amount, verify=verify, atol=atol, prune_normalized=prune_normalized)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def apply_keep(model: nn.Module, example_inputs: Any, graph: DependencyGraph, groups: list[Group],
+               keep: dict, *, granularity: str, method: str, scope: str, amount: Amount, verify: bool = True,
+               atol: float | None = None, prune_normalized: bool = False) -> ShrinkReport:
+    """Cut the planned units out of ``model``, verify, and report; rolled back on any failure."""
+    from . import hf
+    from .persist import append_step, record_structure
+
+    params_before, macs_before = count_params(model), graph.macs
+    positions = {}
+    if verify:
+        from .surgery import kept_positions
+
+        positions = {name: kept_positions(graph, name, keep) for name in graph.layouts}
+        positions = {n: p for n, p in positions.items() if any(x is not None for x in p)}
+    reference = masked_outputs(graph, example_inputs, keep, positions, prune_normalized) if verify else None
+    undo = Undo()
+    try:
+        changed = slice_tensors(graph, keep, undo)
+        attrs = patch_modules(graph, keep, changed, undo)
+        for name in changed:
+            for holder in graph.holders[name]:
+                attrs.setdefault(holder.module_name, {})
+        config, warnings = hf.update_config(model, undo)
+        warnings = list(graph.warnings) + warnings
+        with failing_module(model) as path:
+            try:
+                outputs, macs_after = run_outputs(model, example_inputs)
+            except Exception as exc:
+                where = path[-1] if path else "<model>"
+                raise UnsupportedOperationError(
+                    f"the shrunk model fails in module {where!r} ({type(exc).__name__}: {exc}); its code reads a size "
+                    "secateurs does not update. Register a patcher for it (secateurs.structural.register_patcher) "
+                    "or keep it whole with ignore=[...]. The model was restored."
+                ) from exc
+        diff = tol = None
+        if reference is not None:
+            diff, tol = max_abs_diff(reference, outputs), tolerance(reference, atol)
+            if not diff <= tol:
+                raise PruningError(
+                    f"verification failed: the shrunk model differs from the masked model by {diff:.3g} "
+                    f"(tolerance {tol:.3g}); the model was restored. Please report this model."
+                )
+        structure = record_structure(model, attrs, config)
+    except BaseException:
+        undo.rollback()
+        raise
+    sizes = {cls: len(k) for cls, k in keep.items()}
+    report = ShrinkReport(
+        granularity=granularity, method=method, scope=scope, amount=amount,
+        params_before=params_before, params_after=count_params(model),
+        macs_before=macs_before, macs_after=macs_after,
+        max_abs_diff=diff, tolerance=tol,
+        groups=[GroupChange(g.name, g.kind, g.size, sizes.get(g.cls, g.size), len(g.members)) for g in groups],
+        patched_modules=sorted(attrs), warnings=warnings, structure=structure,
+    )
+    append_step(model, structure)
+    return report
+

@@ -77,6 +77,8 @@ class DependencyGraph:
         self.labels = dict(tracer.labels_of)
         self.facts = tracer.facts
         self.stat_ops = tracer.stat_ops
+        self.ops = tracer.ops
+        self.calls = tracer.calls
         self.modules_run = tracer.modules_run
         self.op_count = tracer.op_count
         self.warnings: list[str] = list(tracer.notes)

@@ -88,10 +88,12 @@ def structure_of(model: nn.Module) -> dict[str, Any]:
 def _remove(model: nn.Module, path: str) -> None:
     parent_name, _, child = path.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
-    if isinstance(parent, (nn.ModuleList, nn.Sequential)) and child.isdigit():
-        del parent[int(child)]
+    if not isinstance(parent, (nn.ModuleList, nn.Sequential)) or child not in parent._modules:
+        raise PruningError(f"structure record removes {path!r}, which the rebuilt model does not hold in a Sequential/ModuleList")
+    if all(k.isdigit() for k in parent._modules):
+        del parent[list(parent._modules).index(child)]  # renumbers, as the removal did
     else:
-        setattr(parent, child, nn.Identity())
+        del parent._modules[child]
 
 
 def _set_config(model: nn.Module, field: str, value: Any) -> None:

@@ -92,6 +92,19 @@ class StatOp:
     outputs: tuple[tuple[int, ...], ...]
 
 
+@dataclass(frozen=True)
+class ModuleCall:
+    """One call of a module in the eval pass: the ops it ran, its first input and output tensors."""
+
+    name: str
+    start: int
+    end: int
+    input: int | None
+    output: int | None
+    input_shape: tuple[int, ...] | None
+    output_shape: tuple[int, ...] | None
+
+
 #: Module types whose code ties sizes the ATen trace cannot see (a size read from another tensor).
 ModuleRule = Callable[["Tracer", nn.Module, tuple, dict, Any], None]
 MODULE_RULES: dict[type[nn.Module], ModuleRule] = {}
@@ -169,6 +182,11 @@ class Tracer(TorchDispatchMode):
         self.labels_of: dict[str, list[int]] = {}
         self.facts: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
         self.stat_ops: dict[int, StatOp] = {}
+        self.ops: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+        self.calls: list[ModuleCall] = []
+        self._ids: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
+        self._open: list[tuple[int, int | None, tuple[int, ...] | None]] = []
+        self._id_counter = 0
         self.recording = True
         self._took_stat = False
         self.unsupported: list[tuple[str, str, list[int]]] = []
@@ -273,22 +291,44 @@ class Tracer(TorchDispatchMode):
                 tuple(tuple(self.labels(x)) if isinstance(x, torch.Tensor) else None for x in leaves),
                 tuple(tuple(self._info[t]) for t in call.outputs),
             )
+        if self.recording:
+            self.ops.append((call.name, tuple(self.tensor_id(t) for t in call.tensor_args()),
+                             tuple(self.tensor_id(t) for t in call.outputs)))
         self.op_count += 1
         return out
+
+    def tensor_id(self, t: torch.Tensor) -> int:
+        """A serial number per tensor object, for the dataflow that depth pruning reads."""
+        found = self._ids.get(t)
+        if found is None:
+            self._id_counter += 1
+            found = self._ids[t] = self._id_counter
+        return found
 
     # -- module stack ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def hooks(self) -> Iterator[None]:
         handles = []
 
+        def first(value: Any) -> torch.Tensor | None:
+            return next((t for t in tree_leaves(value) if isinstance(t, torch.Tensor)), None)
+
         def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
             name = self.module_names.get(id(module), type(module).__name__)
             self._stack.append(name)
             self.modules_run.add(name)
+            x = first((args, kwargs))
+            self._open.append((self.op_count, None if x is None else self.tensor_id(x), None if x is None else tuple(x.shape)))
 
         def post(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            name = self._stack[-1]
             if len(self._stack) > 1:
                 self._stack.pop()
+            start, x, shape = self._open.pop() if self._open else (self.op_count, None, None)
+            y = first(output)
+            if self.recording:
+                self.calls.append(ModuleCall(name, start, self.op_count, x, None if y is None else self.tensor_id(y),
+                                             shape, None if y is None else tuple(y.shape)))
             fn = _module_rule(module)
             if fn is not None:
                 fn(self, module, args, kwargs, output)

@@ -1,0 +1,247 @@
+"""Depth pruning: remove whole residual blocks (ResNet stages, MBConv blocks, transformer layers).
+
+A block can go when it sits in an ``nn.Sequential`` or ``nn.ModuleList``, runs once, returns a tensor of
+its input's shape, and adds its input to something (an identity shortcut): skipping it then leaves a
+well-formed network. Blocks are scored with the criterion over all their parameters, ranked within
+their container (``scope="local"``) or across the model (``"global"``), and deleted; containers are
+renumbered, and ``layer_idx`` attributes and Hugging Face ``num_hidden_layers``/``layer_types`` follow.
+
+The reference for verification is the original model with the removed blocks bypassed (a forward hook
+hands their input on as their output): the shrunk model must compute exactly that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from ..criteria import Criterion
+from ..errors import PruningError, SelectionError
+from ..targets import Target
+from .graph import DependencyGraph, build_graph
+from .hf import is_hf_model
+from .planning import Amount
+from .surgery import Undo
+from .verify import count_params, failing_module, max_abs_diff, run_outputs, tolerance
+
+#: Operations that pass a tensor through unchanged in value (what may sit between a block's input and its add).
+_TRANSPARENT = ("aten.alias", "aten.view", "aten._unsafe_view", "aten.clone", "aten._to_copy", "aten.detach",
+                "aten.contiguous", "aten.reshape", "aten.expand")
+
+
+@dataclass
+class Block:
+    name: str
+    container: str
+    index: int
+    module: nn.Module
+    siblings: int  # how many modules the container holds
+
+
+def find_blocks(graph: DependencyGraph) -> list[Block]:
+    """Residual blocks that can be removed, in model order."""
+    named = graph.named
+    calls = defaultdict(list)
+    for call in graph.calls:
+        calls[call.name].append(call)
+    blocks = []
+    for container_name, container in named.items():
+        if not isinstance(container, (nn.Sequential, nn.ModuleList)):
+            continue
+        for position, (key, child) in enumerate(container._modules.items()):
+            name = f"{container_name}.{key}" if container_name else key
+            if child is None or len(calls.get(name, [])) != 1:
+                continue
+            call = calls[name][0]
+            if call.input is None or call.input_shape != call.output_shape or not any(True for _ in child.parameters()):
+                continue
+            if _adds_its_input(graph, call.start, call.end, call.input):
+                blocks.append(Block(name, container_name, position, child, len(container._modules)))
+    # a stage made of removable blocks is itself residual: remove its blocks, not the stage
+    names = [b.name for b in blocks]
+    return [b for b in blocks if not any(other.startswith(b.name + ".") for other in names)]
+
+
+def _adds_its_input(graph: DependencyGraph, start: int, end: int, tensor: int) -> bool:
+    aliases = {tensor}
+    for name, inputs, outputs in graph.ops[start:end]:
+        if not aliases & set(inputs):
+            continue
+        if name.startswith(("aten.add.", "aten.add_.")):
+            return True
+        if name.startswith(_TRANSPARENT):
+            aliases.update(outputs)
+    return False
+
+
+def _block_scores(blocks: list[Block], criterion: Criterion, aggregate: str) -> dict[str, float]:
+    scores = {}
+    for block in blocks:
+        parts = []
+        for pname, param in block.module.named_parameters():
+            module_name, _, attr = f"{block.name}.{pname}".rpartition(".")
+            target = Target(module_name, attr, block.module.get_submodule(module_name[len(block.name) + 1:]) if module_name != block.name else block.module)
+            s = criterion.score(param.detach(), target).float().reshape(-1)
+            parts.append(float(criterion.reduce(s, (0,))))
+        total = sum(parts)
+        scores[block.name] = total / len(parts) if aggregate == "mean" and parts else total
+    return scores
+
+
+def plan_depth(blocks: list[Block], scores: Mapping[str, float], amount: Amount, scope: str,
+               per_layer: Mapping[str, Amount] | None) -> list[Block]:
+    """Blocks to remove. Local: each container loses ``amount`` of its removable blocks and keeps at least
+    one block; global: the lowest-scored ``amount`` of all removable blocks (scores relative to their
+    container's mean, so stages of different widths compare fairly)."""
+    by_container: dict[str, list[Block]] = defaultdict(list)
+    for block in blocks:
+        by_container[block.container].append(block)
+    overrides: dict[str, Amount] = {}
+    for pattern, value in (per_layer or {}).items():
+        hits = [c for c in by_container if fnmatch.fnmatchcase(c, pattern)]
+        if not hits:
+            raise SelectionError(f"per-layer pattern {pattern!r} matches no container of removable blocks ({list(by_container)[:5]})")
+        for c in hits:
+            overrides.setdefault(c, value)
+    chosen: list[Block] = []
+
+    def count(n: int, a: Amount) -> int:
+        return a if isinstance(a, int) else round(a * n)
+
+    if scope == "local":
+        for container, members in by_container.items():
+            k = min(count(len(members), overrides.get(container, amount)), len(members), members[0].siblings - 1)
+            chosen.extend(sorted(members, key=lambda b: (scores[b.name], b.index))[:k])
+        return chosen
+    if scope != "global":
+        raise PruningError(f"scope must be 'local' or 'global', got {scope!r}")
+    relative = {}
+    for container, members in by_container.items():
+        mean = sum(scores[b.name] for b in members) / len(members)
+        for b in members:
+            relative[b.name] = scores[b.name] / mean if mean > 0 else scores[b.name]
+    k = count(len(blocks), amount)
+    left = {c: m[0].siblings for c, m in by_container.items()}
+    for block in sorted(blocks, key=lambda b: (relative[b.name], b.name)):
+        if len(chosen) >= k:
+            break
+        if left[block.container] > 1:
+            chosen.append(block)
+            left[block.container] -= 1
+    return chosen
+
+
+@contextlib.contextmanager
+def bypassed(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """Each module's output replaced by its first input (the reference for removing it)."""
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+        leaves, spec = tree_flatten(output)
+        x = next(t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor))
+        index = next(i for i, t in enumerate(leaves) if isinstance(t, torch.Tensor))
+        leaves[index] = x
+        return tree_unflatten(leaves, spec)
+
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def remove_blocks(model: nn.Module, named: Mapping[str, nn.Module], blocks: list[Block], undo: Undo) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Delete blocks, renumber containers and ``layer_idx``; update HF layer counts. Returns (attrs, config)."""
+    by_container: dict[str, set[int]] = defaultdict(set)
+    for block in blocks:
+        by_container[block.container].add(block.index)
+    attrs: dict[str, dict[str, Any]] = {}
+    config: dict[str, Any] = {}
+    hf_config = model.config if is_hf_model(model) else None
+    for container_name, indices in by_container.items():
+        container = named[container_name]
+        old = container._modules
+        before = len(old)
+        kept = [(k, m) for i, (k, m) in enumerate(old.items()) if i not in indices]
+        numbered = all(k.isdigit() for k in old)  # ModuleList / plain Sequential: renumber like del does
+        new = OrderedDict((str(i) if numbered else k, m) for i, (k, m) in enumerate(kept))
+        undo.set_attr(container, "_modules", new)
+        for i, (key, child) in enumerate(new.items()):
+            for sub_name, sub in child.named_modules():
+                if isinstance(getattr(sub, "layer_idx", None), int) and sub.layer_idx != i:
+                    undo.set_attr(sub, "layer_idx", i)
+                    path = ".".join(p for p in (container_name, key, sub_name) if p)
+                    attrs.setdefault(path, {})["layer_idx"] = i
+        if hf_config is not None and getattr(hf_config, "num_hidden_layers", None) == before:
+            undo.set_attr(hf_config, "num_hidden_layers", len(kept))
+            config["num_hidden_layers"] = len(kept)
+            layer_types = getattr(hf_config, "layer_types", None)
+            if isinstance(layer_types, list) and len(layer_types) == before:
+                new_types = [t for i, t in enumerate(layer_types) if i not in indices]
+                undo.set_attr(hf_config, "layer_types", new_types)
+                config["layer_types"] = new_types
+    return attrs, config
+
+
+def shrink_depth(model: nn.Module, example_inputs: Any, amount: Amount, *, criterion: Criterion, scope: str,
+                 ignore: Iterable[str | nn.Module] | None, per_layer: Mapping[str, Amount] | None, aggregate: str,
+                 strict: bool, verify: bool, atol: float | None, start: float) -> Any:
+    from .api import ShrinkReport
+    from .persist import append_step, record_structure
+
+    graph = build_graph(model, example_inputs, strict=strict)
+    blocks = find_blocks(graph)
+    ignored = list(ignore or [])
+    blocks = [b for b in blocks if not any(
+        (isinstance(p, str) and (fnmatch.fnmatchcase(b.name, p) or fnmatch.fnmatchcase(b.name, p + ".*"))) or p is b.module
+        for p in ignored)]
+    if not blocks:
+        raise PruningError(
+            f"no removable blocks in {type(model).__name__}: depth pruning removes residual blocks (a module in a "
+            "Sequential/ModuleList whose output has its input's shape and adds its input back)"
+        )
+    scores = _block_scores(blocks, criterion, aggregate)
+    chosen = plan_depth(blocks, scores, amount, scope, per_layer)
+    params_before, macs_before = count_params(model), graph.macs
+    reference = None
+    if verify:
+        with bypassed([b.module for b in chosen]):
+            reference, _ = run_outputs(model, example_inputs)
+    undo = Undo()
+    try:
+        attrs, config = remove_blocks(model, graph.named, chosen, undo)
+        with failing_module(model) as path:
+            try:
+                outputs, macs_after = run_outputs(model, example_inputs)
+            except Exception as exc:
+                where = path[-1] if path else "<model>"
+                raise PruningError(f"after removing blocks the model fails in {where!r} ({type(exc).__name__}: {exc}); "
+                                   "the model was restored") from exc
+        diff = tol = None
+        if reference is not None:
+            diff, tol = max_abs_diff(reference, outputs), tolerance(reference, atol)
+            if not diff <= tol:
+                raise PruningError(f"verification failed: removing blocks differs from bypassing them by {diff:.3g} "
+                                   f"(tolerance {tol:.3g}); the model was restored")
+        removed = [b.name for b in sorted(chosen, key=lambda b: (b.container, -b.index))]  # later ones first
+        structure = record_structure(model, attrs, config, removed=removed)
+    except BaseException:
+        undo.rollback()
+        raise
+    append_step(model, structure)
+    return ShrinkReport(
+        granularity="layer", method=getattr(criterion, "name", "") or type(criterion).__name__, scope=scope,
+        amount=amount, params_before=params_before, params_after=count_params(model), macs_before=macs_before,
+        macs_after=macs_after, max_abs_diff=diff, tolerance=tol, seconds=time.perf_counter() - start,
+        removed_layers=[b.name for b in chosen], patched_modules=sorted(attrs), warnings=list(graph.warnings),
+        structure=structure,
+    )

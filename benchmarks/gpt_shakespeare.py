@@ -16,7 +16,6 @@ import json
 import math
 import os
 import platform
-import resource
 import shutil
 import sys
 import tempfile
@@ -156,17 +155,102 @@ def load_model(text: str):
     return model, vocab
 
 
+def perplexity(model, ids: torch.Tensor, context: int, batch: int = 32) -> float:
+    """exp(mean next-character loss) over non-overlapping windows of the held-out stream."""
+    usable = (ids.numel() // context) * context
+    windows = ids[:usable].view(-1, context)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for chunk in windows.split(batch):
+            logits = model(input_ids=chunk).logits[:, :-1]
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum")
+            total += float(loss)
+            count += chunk[:, 1:].numel()
+    return math.exp(total / count)
+
+
+def calibration_windows(train_ids: torch.Tensor, samples: int, context: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, train_ids.numel() - context, (samples,), generator=generator)
+    return torch.stack([train_ids[s : s + context] for s in starts.tolist()])
+
+
+METHODS = ("magnitude", "wanda", "sparsegpt")
+COLUMNS = ("50", "2:4", "4:8")
+
+
+def prune_copy(dense, method: str, column: str, calibration: torch.Tensor):
+    import copy
+
+    from secateurs.data_aware import prune_with_data
+
+    model = copy.deepcopy(dense)
+    options = {"pattern": column} if ":" in column else {"amount": int(column) / 100}
+    start = time.perf_counter()
+    report = prune_with_data(model, calibration if method != "magnitude" else None, method=method, progress=False, **options)
+    return model, time.perf_counter() - start, report.sparsity
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--text", type=Path, default=DEFAULT_TEXT, help="tinyshakespeare input.txt")
     parser.add_argument("--train-only", action="store_true", help="build the cached model and stop")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--samples", type=int, default=128, help="calibration windows of the context length (default 128)")
+    parser.add_argument("--columns", nargs="+", default=list(COLUMNS), help="sparsity %% or N:M (default 50 2:4 4:8)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "gpt_shakespeare.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     text = load_text(args.text)
-    load_model(text)
+    dense, vocab = load_model(text)
     if args.train_only:
         return
+    train_ids, held_out = split(text, vocab)
+    context = RECIPE["context"]
+    calibration = calibration_windows(train_ids, args.samples, context)
+    results: dict[str, dict] = {"dense": {"ppl": perplexity(dense, held_out, context)}}
+    print(f"dense: {results['dense']['ppl']:.3f}", file=sys.stderr)
+    for method in METHODS:
+        for column in args.columns:
+            model, seconds, sparsity = prune_copy(dense, method, column, calibration)
+            name = f"{method}_{column}"
+            results[name] = {"ppl": perplexity(model, held_out, context), "seconds": seconds, "sparsity": sparsity}
+            print(f"{name}: {results[name]['ppl']:.3f} ({seconds:.1f} s)", file=sys.stderr)
+
+    command = "python benchmarks/gpt_shakespeare.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    heads = [f"{c}%" if ":" not in c else c for c in args.columns]
+    lines = [
+        "# Small GPT on tinyshakespeare: held-out perplexity after pruning",
+        "",
+        f"Command: `{command.strip()}`  ",
+        f"Machine: {platform.machine()} CPU, {args.threads} threads (torch {torch.__version__}); shared with other "
+        "jobs, so times are indicative.  ",
+        f"Model: GPT-2 architecture, {RECIPE['n_layer']} blocks, width {RECIPE['n_embd']}, {RECIPE['n_head']} heads, "
+        f"context {context}, character vocabulary of {len(vocab)}; trained {RECIPE['steps']} steps of "
+        f"{RECIPE['batch']} x {context} characters on the first 90% of the text.  ",
+        f"Held out: the last 10% ({held_out.numel():,} characters), perplexity per character. Calibration: "
+        f"{args.samples} windows of {context} characters from the training part, the same for every method. "
+        "Pruned: every Linear/Conv1D in the blocks (embeddings and the tied output layer are kept).",
+        "",
+        "| method | " + " | ".join(heads) + " |",
+        "|---|" + "---|" * len(heads),
+        f"| dense | {results['dense']['ppl']:.3f} |" + " |" * (len(heads) - 1),
+    ]
+    for method in METHODS:
+        cells = [f"{results[f'{method}_{c}']['ppl']:.3f}" for c in args.columns]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "| run | sparsity | seconds |", "|---|---|---|"]
+    lines += [f"| {n} | {r['sparsity']:.3f} | {r['seconds']:.1f} |" for n, r in results.items() if n != "dense"]
+    table = "\n".join(lines) + "\n"
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = args.output.with_suffix(".tmp")
+    temporary.write_text(table, encoding="utf-8")
+    os.replace(temporary, args.output)
+    if args.json:
+        print(json.dumps({name: round(r["ppl"], 4) for name, r in results.items()}, indent=1))
+    else:
+        print(table)
 
 
 if __name__ == "__main__":

@@ -33,14 +33,16 @@ import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
-ROWS = ("magnitude", "magnitude_global", "wanda", "sparsegpt", "taylor")
-COLUMNS = ("50", "60", "70", "2:4", "4:8")
+ROWS = ("magnitude", "magnitude_global", "wanda", "sparsegpt", "taylor", "activation")
+SHRINK = "shrink25"
+COLUMNS = ("50", "60", "70", "2:4", "4:8", SHRINK)
 ROW_LABELS = {
     "magnitude": "magnitude (local)",
     "magnitude_global": "magnitude (global)",
     "wanda": "Wanda",
     "sparsegpt": "SparseGPT",
     "taylor": "Taylor (SimCSE loss)",
+    "activation": "activation (RMS)",
 }
 
 
@@ -142,6 +144,33 @@ def run_one(dense, row: str, column: str, owl: bool, calibration, evaluate) -> d
     return {"score": evaluate(model), "seconds": seconds, "peak_mib": memory.extra_mib, "sparsity": report.sparsity}
 
 
+def run_shrink(dense, row: str, calibration, evaluate) -> dict:
+    """Remove 25% of the attention heads and 25% of the MLP neurons of every block, physically
+    (secateurs.structural.shrink), ranked by the row's criterion on the calibration set."""
+    from secateurs.data_aware import collect_input_statistics
+    from secateurs.data_criteria import Activation, Taylor, Wanda, accumulate_gradients
+    from secateurs.structural import shrink
+
+    model = copy.deepcopy(dense)
+    encoder = model[0].model
+    example = {k: v for k, v in calibration[0].args[0].items() if isinstance(v, torch.Tensor)}
+    start = time.perf_counter()
+    with PeakRSS() as memory:
+        if row == "magnitude":
+            criterion = "l1"
+        elif row == "taylor":
+            criterion = Taylor(accumulate_gradients(model, calibration, list(encoder.encoder.parameters()), simcse_loss))
+        else:
+            stats = collect_input_statistics(model, calibration)
+            criterion = (Wanda if row == "wanda" else Activation)(stats, missing="zero")
+        before = sum(p.numel() for p in model.parameters())
+        shrink(encoder, example, 0.25, granularity="head", method=criterion)
+        shrink(encoder, example, 0.25, granularity="channel", method=criterion, ignore=["*.attention.*"])
+        removed = 1 - sum(p.numel() for p in model.parameters()) / before
+    seconds = time.perf_counter() - start
+    return {"score": evaluate(model), "seconds": seconds, "peak_mib": memory.extra_mib, "sparsity": removed}
+
+
 def key(row: str, column: str, owl: bool) -> str:
     return f"{row}{'_owl' if owl else ''}_{column}"
 
@@ -155,13 +184,18 @@ def configurations(rows: list[str], columns: list[str], with_owl: bool) -> list[
             for column in columns:
                 if ":" in column and (owl or row == "magnitude_global"):
                     continue  # N:M fixes every block's sparsity and is decided locally
+                if column == SHRINK and (owl or row in ("magnitude_global", "sparsegpt")):
+                    continue  # SparseGPT reconstructs single weights; heads and neurons are ranked locally
+                if row == "activation" and column != SHRINK:
+                    continue  # activation scores rank whole units only
                 configs.append((row, column, owl))
     return configs
 
 
 def markdown(results: dict, rows: list[str], columns: list[str], with_owl: bool, header: str) -> str:
     dense = results["dense"]["score"]
-    heads = ["method"] + [f"{c}%" if ":" not in c else c for c in columns]
+    labels = {SHRINK: "25% heads + MLP neurons (shrunk)"}
+    heads = ["method"] + [labels.get(c, c if ":" in c else f"{c}%") for c in columns]
     lines = [header, "", "Spearman x 100 (change vs dense in brackets).", ""]
     lines.append("| " + " | ".join(heads) + " |")
     lines.append("|" + "---|" * len(heads))
@@ -177,7 +211,7 @@ def markdown(results: dict, rows: list[str], columns: list[str], with_owl: bool,
             label = ROW_LABELS[row] + (" + OWL" if owl else "")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Time (s) and peak extra memory (MiB, resident set above the loaded model) per pruning run:", ""]
-    lines.append("| run | sparsity | seconds | peak MiB |")
+    lines.append("| run | sparsity (shrink: parameters removed) | seconds | peak MiB |")
     lines.append("|---|---|---|---|")
     for name, entry in results.items():
         if name != "dense":
@@ -195,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=None,
                         help="calibration samples (default 1024 sentences, or 128 windows: about 16-20k tokens either way)")
     parser.add_argument("--seq-len", type=int, default=128, help="maximum tokens per sample (default 128)")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="calibration batch size (default 32; also the in-batch negatives of Taylor's SimCSE loss)")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--columns", nargs="+", default=list(COLUMNS), help="sparsity %% or N:M (default: all)")
     parser.add_argument("--no-owl", action="store_true", help="skip the OWL rows")
@@ -215,7 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     dense.eval()
     samples = args.samples or (1024 if args.unit == "sentence" else 128)
     calibration = load_calibration(
-        args.calibration, dense, num_samples=samples, seq_len=args.seq_len, seed=0, unit=args.unit
+        args.calibration, dense, num_samples=samples, seq_len=args.seq_len, batch_size=args.batch_size, seed=0,
+        unit=args.unit,
     )
 
     def evaluate(model) -> float:
@@ -225,7 +262,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"dense: {results['dense']['score']:.2f}", file=sys.stderr)
     for row, column, owl in configurations(args.rows, args.columns, not args.no_owl):
         name = key(row, column, owl)
-        results[name] = run_one(dense, row, column, owl, calibration, evaluate)
+        if column == SHRINK:
+            results[name] = run_shrink(dense, row, calibration, evaluate)
+        else:
+            results[name] = run_one(dense, row, column, owl, calibration, evaluate)
         entry = results[name]
         print(f"{name}: {entry['score']:.2f} ({entry['seconds']:.1f} s, {entry['peak_mib']:.0f} MiB)", file=sys.stderr)
 

@@ -131,3 +131,39 @@ def test_criteria_without_statistics_say_how_to_get_them() -> None:
     empty = InputStatistics()
     with pytest.raises(PruningError, match="saw no input"):
         sc.prune(model, 0.5, method="wanda", stats=empty, include="0")
+
+
+def test_missing_zero_scores_what_statistics_cannot() -> None:
+    torch.manual_seed(2)
+    seen, unseen = nn.Linear(3, 2), nn.Linear(3, 2)
+    stats = gather(seen, torch.randn(4, 3))
+    for criterion in (Wanda(stats, missing="zero"), Activation(stats, missing="zero")):
+        assert torch.all(criterion.score(seen.bias, Target("s", "bias", seen)) == 0)
+        assert torch.all(criterion.score(unseen.weight, Target("u", "weight", unseen)) == 0)
+        assert torch.all(criterion.score(seen.weight, Target("s", "weight", seen)) > 0)
+    with pytest.raises(PruningError, match="missing"):
+        Wanda(stats, missing="ignore")
+
+
+def test_activation_scores_drive_structural_head_and_neuron_removal() -> None:
+    transformers = pytest.importorskip("transformers")
+    structural = pytest.importorskip("secateurs.structural")
+    from secateurs.data_aware import collect_input_statistics
+
+    config = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                     intermediate_size=16, max_position_embeddings=32)
+    torch.manual_seed(3)
+    model = transformers.BertModel(config).eval()
+    ids = torch.randint(0, 64, (4, 8))
+    stats = collect_input_statistics(model, ids)
+    output = model.encoder.layer[0].output.dense
+    rms = stats.input_rms(output)
+    quiet = set(rms.argsort()[:4].tolist())  # the 4 least active MLP neurons
+    kept_before = output.weight[:, [i for i in range(16) if i not in quiet]].clone()
+    example = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    criterion = Activation(stats, missing="zero")
+    structural.shrink(model, example, 0.25, granularity="channel", method=criterion, ignore=["*.attention.*"])
+    assert output.weight.shape == (32, 12)
+    torch.testing.assert_close(output.weight, kept_before)  # exactly the quiet neurons went
+    structural.shrink(model, example, 0.25, granularity="head", method=criterion)
+    assert model.encoder.layer[0].attention.self.query.weight.shape[0] == 24  # 3 of 4 heads left

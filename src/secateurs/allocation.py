@@ -61,7 +61,7 @@ def owl_sparsities(
     deviation = ratios - (ratios * weights).sum() / weights.sum()
     spread = deviation.abs().max()
     lam = min(lam, target, 1.0 - target)
-    if spread == 0 or lam == 0:
+    if spread <= 1e-9 * max(1.0, float(ratios.abs().max())) or lam == 0:  # equal up to rounding
         return [target] * ratios.numel()
     sparsities = target - deviation * (lam / spread)
     return [float(s) for s in sparsities.clamp(0.0, 1.0)]

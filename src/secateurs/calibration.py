@@ -279,6 +279,9 @@ def _sentences(
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(sentences), generator=generator)[:num_samples].tolist()
     picked = [sentences[i] for i in order]
+    # Batching sentences of similar length wastes little compute on padding (which statistics skip anyway).
+    lengths = [len(ids) for ids in tokenizer(picked, truncation=True, max_length=seq_len)["input_ids"]]
+    picked = [sentence for _, sentence in sorted(zip(lengths, picked), key=lambda pair: pair[0])]
     batches = []
     for first in range(0, len(picked), batch_size):
         encoded = tokenizer(

@@ -25,6 +25,18 @@ from .targets import Target
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 
+def _check_missing(missing: str) -> str:
+    if missing not in ("error", "zero"):
+        raise PruningError(f"missing must be 'error' or 'zero', got {missing!r}")
+    return missing
+
+
+def _unscored(stats: InputStatistics | None, param: torch.Tensor, target: Target, missing: str) -> bool:
+    """With ``missing="zero"``, parameters the statistics cannot score (biases, norms, layers that saw no
+    input) score zero: in structural surgery a unit's score is then the sum over the members that can."""
+    return missing == "zero" and (param.dim() < 2 or stats is None or target.module not in stats)
+
+
 def _require(stats: object, criterion: str) -> None:
     if stats is None:
         raise PruningError(
@@ -38,13 +50,15 @@ class Wanda(Criterion):
     """|W_ij| · ‖X_j‖₂ (Sun et al., 2023): a weight matters as much as it scales the input it reads.
 
     The paper compares weights within each output row (``scope="row"``); N:M compares within blocks.
-    Groups (columns, rows) are scored by the sum of their members.
+    Groups (columns, rows) are scored by the sum of their members. ``missing="zero"`` scores parameters
+    without statistics as zero instead of raising (for structural groups that include biases and norms).
     """
 
     name = "wanda"
 
-    def __init__(self, stats: InputStatistics | None = None) -> None:
+    def __init__(self, stats: InputStatistics | None = None, missing: str = "error") -> None:
         self.stats = stats
+        self.missing = _check_missing(missing)
 
     def input_weights(self, param: torch.Tensor, target: Target) -> torch.Tensor:
         _require(self.stats, self.name)
@@ -52,6 +66,8 @@ class Wanda(Criterion):
         return input_shape_for(target.module, param, norms.to(param.device), target.dim("in"))
 
     def score(self, param: torch.Tensor, target: Target) -> torch.Tensor:
+        if _unscored(self.stats, param, target, self.missing):
+            return torch.zeros(param.shape, dtype=score_dtype(param), device=param.device)
         return param.detach().abs().to(score_dtype(param)) * self.input_weights(param, target).to(score_dtype(param))
 
     def __repr__(self) -> str:
@@ -64,15 +80,19 @@ class Activation(Criterion):
 
     Meant for structured units: with ``Structured("in")`` on an MLP's down projection it ranks the MLP's
     neurons by how strongly they fire; summed over a head's columns of the attention output projection
-    it ranks heads (see :func:`secateurs.data_aware.unit_importance`). A group scores its mean.
+    it ranks heads (``secateurs.structural.shrink(..., granularity="head", method=Activation(stats,
+    missing="zero"))``). A group scores its mean; ``missing`` as for :class:`Wanda`.
     """
 
     name = "activation"
 
-    def __init__(self, stats: InputStatistics | None = None) -> None:
+    def __init__(self, stats: InputStatistics | None = None, missing: str = "error") -> None:
         self.stats = stats
+        self.missing = _check_missing(missing)
 
     def score(self, param: torch.Tensor, target: Target) -> torch.Tensor:
+        if _unscored(self.stats, param, target, self.missing):
+            return torch.zeros(param.shape, dtype=score_dtype(param), device=param.device)
         _require(self.stats, self.name)
         rms = self.stats.input_rms(target.module, target.name)  # type: ignore[union-attr]
         values = input_shape_for(target.module, param, rms.to(param.device), target.dim("in"))

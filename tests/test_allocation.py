@@ -106,3 +106,17 @@ def test_owl_allocation_in_prune_with_data_keeps_the_target() -> None:
     assert min(amounts, key=amounts.get) == "layers.3"
     assert all(abs(a - 0.5) <= 0.08 + 1e-9 for a in amounts.values())
     assert report.sparsity == pytest.approx(0.5, abs=0.005)  # up to rounding within rows
+
+
+def test_block_influence_drives_structural_depth_pruning() -> None:
+    structural = pytest.importorskip("secateurs.structural")
+    from secateurs.data_aware import block_influence
+    from secateurs.data_criteria import BlockInfluence
+
+    torch.manual_seed(0)
+    model = Stack([1.0, 0.05, 0.3])
+    x = torch.randn(16, 8)
+    influence = block_influence(model, x, progress=False)
+    assert next(iter(influence)) == "layers.1"
+    structural.shrink(model, x, 1, granularity="layer", method=BlockInfluence(influence), aggregate="mean")
+    assert len(model.layers) == 2 and [layer.scale for layer in model.layers] == [1.0, 0.3]

@@ -124,7 +124,7 @@ def test_llama_gqa_rmsnorm_rotary_gated_mlp_end_to_end() -> None:
     for options in ({"method": "wanda", "amount": 0.5}, {"method": "sparsegpt", "pattern": "2:4"},
                     {"method": "taylor", "amount": 0.5}, {"method": "sparsegpt", "amount": 0.6, "allocation": "owl"}):
         model = tiny_llama()
-        report = prune_with_data(model, ids, progress=False, batch_size=4, **options)
+        report = prune_with_data(model, ids, progress=False, batch_size=4, device="cpu", **options)
         names = {layer.name.split(".")[-2] for layer in report.layers}
         assert names == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
         assert len(report.layers) == 14

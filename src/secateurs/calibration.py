@@ -25,6 +25,10 @@ from .errors import PruningError
 
 #: Built-in sources: name -> what it is. ``english`` is prose written for secateurs; ``random`` is
 #: uniformly random token ids (a smoke-test source: real text calibrates better).
+#: Default sample counts: 128 windows (the papers' count), or 1024 sentences, about the same number of tokens
+#: for sentence-length inputs.
+DEFAULT_SAMPLES = {"window": 128, "sentence": 1024}
+
 BUILTIN_SOURCES = {"english": "a few pages of varied English prose shipped with secateurs", "random": "random token ids"}
 
 CalibrationSource = Any  # str | os.PathLike | Sequence[str] | Tensor | Mapping[str, Tensor] | Iterable | Calibration
@@ -361,7 +365,7 @@ def load_calibration(
     model: nn.Module | None = None,
     *,
     tokenizer: Any = None,
-    num_samples: int = 128,
+    num_samples: int | None = None,
     seq_len: int | None = None,
     batch_size: int = 8,
     seed: int = 0,
@@ -374,7 +378,8 @@ def load_calibration(
     other iterable of batches, or a ready :class:`Calibration`. ``seq_len`` defaults to the model's
     maximum length capped at 2048 (the papers' setting for LLMs). Text is cut into ``unit``s (see
     :func:`from_text`); ``"auto"`` means sentences for sentence-transformers models, which embed
-    sentences, and windows for everything else.
+    sentences, and windows for everything else. ``num_samples`` defaults to 128 windows or 1024
+    sentences (a DataLoader is read to its end unless given a count).
     """
     if isinstance(source, Calibration):
         return source
@@ -382,6 +387,10 @@ def load_calibration(
         return from_tensors(source, model=model, batch_size=batch_size)
     if unit == "auto":
         unit = "sentence" if model is not None and is_sentence_transformer(model) else "window"
+    if unit not in DEFAULT_SAMPLES:
+        raise PruningError(f"unit must be 'window', 'sentence' or 'auto', got {unit!r}")
+    loader_samples = num_samples
+    num_samples = num_samples or DEFAULT_SAMPLES[unit]
     text_options = dict(num_samples=num_samples, batch_size=batch_size, seed=seed, unit=unit)
     if isinstance(source, (str, os.PathLike)):
         name = str(source)
@@ -411,7 +420,7 @@ def load_calibration(
             raise PruningError("text calibration needs the model or a tokenizer")
         return from_text(list(source), tok, model=model, seq_len=_default_seq_len(model, seq_len), description=f"{len(source)} strings", **text_options)
     if isinstance(source, Iterable):
-        return from_loader(source, model=model, num_samples=num_samples)
+        return from_loader(source, model=model, num_samples=loader_samples)
     raise PruningError(
         f"cannot calibrate from a {type(source).__name__}; give a text file, a built-in name "
         f"({', '.join(BUILTIN_SOURCES)}), a list of strings, tensors or a DataLoader"

@@ -201,10 +201,11 @@ def prune_with_data(
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
     tokenizer: Any = None,
-    num_samples: int = 128,
+    num_samples: int | None = None,
     seq_len: int | None = None,
     batch_size: int = 8,
     seed: int = 0,
+    unit: str = "auto",
     owl_lambda: float = OWL_LAMBDA,
     owl_m: float = OWL_M,
     block_size: int = 128,
@@ -221,7 +222,7 @@ def prune_with_data(
     ``"2:4"``/``"4:8"`` (no amount), or a structured pattern. ``allocation``: ``"uniform"`` or
     ``"owl"`` (``owl_lambda``, ``owl_m``). ``calibration``: anything
     :func:`~secateurs.calibration.load_calibration` takes (text file, ``"english"``, list of strings,
-    tensors, DataLoader); ``num_samples``/``seq_len``/``seed`` shape text sources. SparseGPT's
+    tensors, DataLoader); ``num_samples``/``seq_len``/``seed``/``unit`` shape text sources. SparseGPT's
     ``block_size`` and ``damping`` default to the paper's 128 and 1%. ``device`` moves each block
     there while it is processed. Bad requests raise before the model is touched.
     """
@@ -236,7 +237,7 @@ def prune_with_data(
             raise PruningError(f"{method} with {allocation} allocation needs calibration data; pass calibration=...")
         data = load_calibration(
             calibration, model, tokenizer=tokenizer, num_samples=num_samples, seq_len=seq_len,
-            batch_size=batch_size, seed=seed,
+            batch_size=batch_size, seed=seed, unit=unit,
         )
     meter = ActivationMeter()
     indices = sorted(plan.by_block)

@@ -66,9 +66,8 @@ class DataPruneReport(PruneReport):
 
 @dataclass
 class _Plan:
-    method: str
-    pattern: Pattern
-    scope: str | None
+    """The targets inside the model's repeated blocks, grouped by block, and what was left out."""
+
     block_name: str
     blocks: nn.ModuleList
     by_block: dict[int, list[Target]]
@@ -108,7 +107,7 @@ def _check_request(method: str, pattern: Pattern, amount: Any, allocation: str, 
     return scope
 
 
-def _plan(model: nn.Module, method: str, pattern: Pattern, scope: str | None, include: Any, exclude: Any) -> _Plan:
+def _plan(model: nn.Module, method: str, pattern: Pattern, include: Any, exclude: Any) -> _Plan:
     selection = select(model, include=include, exclude=exclude)
     block_name, blocks = find_blocks(model)
     prefix = f"{block_name}." if block_name else ""
@@ -135,7 +134,7 @@ def _plan(model: nn.Module, method: str, pattern: Pattern, scope: str | None, in
         raise PruningError(
             "nothing to prune inside the model's blocks: " + "; ".join(f"{s.name}: {s.reason}" for s in skipped[:4])
         )
-    return _Plan(method, pattern, scope, block_name, blocks, by_block, skipped)
+    return _Plan(block_name, blocks, by_block, skipped)
 
 
 def _block_index(target: Target, prefix: str, count: int) -> int | None:
@@ -229,7 +228,7 @@ def prune_with_data(
     started = time.perf_counter()
     pattern_obj = parse_pattern(pattern)
     scope = _check_request(method, pattern_obj, amount, allocation, scope)
-    plan = _plan(model, method, pattern_obj, scope, include, exclude)
+    plan = _plan(model, method, pattern_obj, include, exclude)
     needs_data = method != "magnitude" or allocation == "owl"
     data = None
     if needs_data:
@@ -247,7 +246,7 @@ def prune_with_data(
         amounts = {i: amount for i in indices}
 
     report = DataPruneReport(
-        method=method, pattern=repr(pattern_obj), scope=scope or "sparsegpt", mode="absolute", skipped=plan.skipped,
+        method=method, pattern=repr(pattern_obj), scope=scope or "column blocks", mode="absolute", skipped=plan.skipped,
         allocation=allocation, calibration=data.description if data is not None else "",
         block_amounts={f"{plan.block_name}.{i}": a for i, a in amounts.items() if a is not None},
     )

@@ -2,86 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from torch import nn
 
 from ..criteria import Criterion, get_criterion
 from ..errors import PruningError, UnsupportedOperationError
+from . import hf
+from .depth import shrink_depth
 from .graph import DependencyGraph, Group, build_graph
 from .importance import Aggregate, score_groups
 from .patchers import patch_modules
+from .persist import append_step, record_structure
 from .planning import Amount, Scope, check_amount, plan
-from .surgery import Undo, slice_tensors
+from .report import GroupChange, ShrinkReport
+from .surgery import Undo, kept_positions, slice_tensors
 from .verify import count_params, failing_module, masked_outputs, max_abs_diff, run_outputs, tolerance
 
 Granularity = Literal["channel", "head", "layer"]
-
-
-@dataclass
-class GroupChange:
-    name: str
-    kind: str
-    before: int
-    after: int
-    members: int
-
-
-@dataclass
-class ShrinkReport:
-    """What :func:`shrink` did, and the proof that it kept the masked model's function."""
-
-    granularity: str
-    method: str
-    scope: str
-    amount: float | int
-    params_before: int
-    params_after: int
-    macs_before: int
-    macs_after: int
-    max_abs_diff: float | None
-    tolerance: float | None
-    seconds: float = 0.0
-    groups: list[GroupChange] = field(default_factory=list)
-    removed_layers: list[str] = field(default_factory=list)
-    patched_modules: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    structure: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def params_ratio(self) -> float:
-        return self.params_after / self.params_before if self.params_before else 1.0
-
-    @property
-    def macs_ratio(self) -> float:
-        return self.macs_after / self.macs_before if self.macs_before else 1.0
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("structure")
-        data.update(params_ratio=self.params_ratio, macs_ratio=self.macs_ratio)
-        return data
-
-    def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), **kwargs)
-
-    def __str__(self) -> str:
-        pruned = [g for g in self.groups if g.after < g.before]
-        lines = [
-            f"shrink ({self.granularity}, {self.method}, {self.scope}, amount={self.amount}): "
-            f"{len(pruned)}/{len(self.groups)} groups cut" + (f", {len(self.removed_layers)} layers removed" if self.removed_layers else ""),
-            f"  params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.3f}x)",
-            f"  MACs   {self.macs_before:,} -> {self.macs_after:,} ({self.macs_ratio:.3f}x)",
-        ]
-        if self.max_abs_diff is not None:
-            lines.append(f"  max |shrunk - masked| = {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g})")
-        for warning in self.warnings:
-            lines.append(f"  warning: {warning}")
-        return "\n".join(lines)
 
 
 def _criterion(method: str | Criterion, seed: int | None, options: dict[str, Any]) -> Criterion:
@@ -128,23 +68,24 @@ def shrink(
     start = time.perf_counter()
     amount = check_amount(amount)
     criterion = _criterion(method, seed, criterion_options)
+    label = method if isinstance(method, str) else repr(criterion)
     if granularity == "layer":
-        from .depth import shrink_depth
-
         return shrink_depth(model, example_inputs, amount, criterion=criterion, scope=scope, ignore=ignore,
                             per_layer=per_layer, aggregate=aggregate, strict=strict, verify=verify, atol=atol,
-                            start=start)
+                            start=start, label=label)
     graph = build_graph(model, example_inputs, strict=strict)
     groups = graph.groups(granularity, ignore, prune_normalized)
     if not groups:
+        what = "attention heads were found" if granularity == "head" and not graph.head_classes else "axis is free"
         raise PruningError(
-            f"no prunable {granularity} groups in {type(model).__name__}: every axis is pinned "
-            f"(inspect build_graph(model, x).why_frozen(name)); try another granularity"
+            f"no prunable {granularity} groups in {type(model).__name__}: no {what} "
+            "(see build_graph(model, x).why_frozen(name) for the reasons; prune_normalized=True frees dimensions "
+            "that only feed layer norms), or try another granularity"
         )
     scores = score_groups(graph, groups, criterion, aggregate)
     keep = plan(groups, scores, amount, scope=scope, per_layer=per_layer, min_keep=min_keep, round_to=round_to)
     report = apply_keep(model, example_inputs, graph, groups, keep, granularity=granularity,
-                        method=getattr(criterion, "name", "") or type(criterion).__name__, scope=scope,
+                        method=label, scope=scope,
                         amount=amount, verify=verify, atol=atol, prune_normalized=prune_normalized)
     report.seconds = time.perf_counter() - start
     return report
@@ -154,14 +95,9 @@ def apply_keep(model: nn.Module, example_inputs: Any, graph: DependencyGraph, gr
                keep: dict, *, granularity: str, method: str, scope: str, amount: Amount, verify: bool = True,
                atol: float | None = None, prune_normalized: bool = False) -> ShrinkReport:
     """Cut the planned units out of ``model``, verify, and report; rolled back on any failure."""
-    from . import hf
-    from .persist import append_step, record_structure
-
     params_before, macs_before = count_params(model), graph.macs
     positions = {}
     if verify:
-        from .surgery import kept_positions
-
         positions = {name: kept_positions(graph, name, keep) for name in graph.layouts}
         positions = {n: p for n, p in positions.items() if any(x is not None for x in p)}
     reference = masked_outputs(graph, example_inputs, keep, positions, prune_normalized) if verify else None

@@ -81,14 +81,6 @@ class Layout:
             coords = np.maximum(np.repeat(coords, part.size), np.tile(inner, len(coords)))
         return coords
 
-    def sizes(self, keep: dict[int, np.ndarray] | None = None) -> object:
-        """Nested sizes (ints for atoms, lists for prod, ``{"cat": [...]}`` for cat): what patchers read."""
-        keep = keep or {}
-        if self.kind == "atom":
-            return self.new_size(keep)
-        inner = [part.sizes(keep) for part in self.parts]
-        return inner if self.kind == "prod" else {"cat": inner}
-
 
 class AxisStore:
     """Union-find over axes, with product/concatenation refinements and freezing."""
@@ -121,9 +113,6 @@ class AxisStore:
         while self._parent[axis] != root:
             self._parent[axis], axis = root, self._parent[axis]
         return root
-
-    def split_of(self, axis: int) -> tuple[str, tuple[int, ...]] | None:
-        return self._split.get(self.find(axis))
 
     def is_frozen(self, axis: int) -> bool:
         return bool(self._reasons.get(self.find(axis)))

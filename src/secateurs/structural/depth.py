@@ -29,7 +29,9 @@ from ..errors import PruningError, SelectionError
 from ..targets import Target
 from .graph import DependencyGraph, build_graph
 from .hf import is_hf_model
+from .persist import append_step, record_structure
 from .planning import Amount
+from .report import ShrinkReport
 from .surgery import Undo
 from .verify import count_params, failing_module, max_abs_diff, run_outputs, tolerance
 
@@ -194,10 +196,7 @@ def remove_blocks(model: nn.Module, named: Mapping[str, nn.Module], blocks: list
 
 def shrink_depth(model: nn.Module, example_inputs: Any, amount: Amount, *, criterion: Criterion, scope: str,
                  ignore: Iterable[str | nn.Module] | None, per_layer: Mapping[str, Amount] | None, aggregate: str,
-                 strict: bool, verify: bool, atol: float | None, start: float) -> Any:
-    from .api import ShrinkReport
-    from .persist import append_step, record_structure
-
+                 strict: bool, verify: bool, atol: float | None, start: float, label: str) -> ShrinkReport:
     graph = build_graph(model, example_inputs, strict=strict)
     blocks = find_blocks(graph)
     ignored = list(ignore or [])
@@ -239,7 +238,7 @@ def shrink_depth(model: nn.Module, example_inputs: Any, amount: Amount, *, crite
         raise
     append_step(model, structure)
     return ShrinkReport(
-        granularity="layer", method=getattr(criterion, "name", "") or type(criterion).__name__, scope=scope,
+        granularity="layer", method=label, scope=scope,
         amount=amount, params_before=params_before, params_after=count_params(model), macs_before=macs_before,
         macs_after=macs_after, max_abs_diff=diff, tolerance=tol, seconds=time.perf_counter() - start,
         removed_layers=[b.name for b in chosen], patched_modules=sorted(attrs), warnings=list(graph.warnings),

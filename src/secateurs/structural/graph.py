@@ -79,7 +79,6 @@ class DependencyGraph:
         self.stat_ops = tracer.stat_ops
         self.ops = tracer.ops
         self.calls = tracer.calls
-        self.modules_run = tracer.modules_run
         self.op_count = tracer.op_count
         self.warnings: list[str] = list(tracer.notes)
         missed = tracer.untraced_params()

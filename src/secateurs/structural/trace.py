@@ -46,7 +46,6 @@ class OpCall:
         for spec in schema_args:
             if spec.name not in self.args and spec.has_default_value():
                 self.args[spec.name] = spec.default_value
-        self._positional = args
         self.outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
 
     def arg(self, name: str, default: Any = _MISSING) -> Any:
@@ -191,7 +190,6 @@ class Tracer(TorchDispatchMode):
         self._took_stat = False
         self.unsupported: list[tuple[str, str, list[int]]] = []
         self.module_names: dict[int, str] = {}
-        self.modules_run: set[str] = set()
         self._stack: list[str] = [""]
         self.op_count = 0
         self.notes: list[str] = []
@@ -316,7 +314,6 @@ class Tracer(TorchDispatchMode):
         def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
             name = self.module_names.get(id(module), type(module).__name__)
             self._stack.append(name)
-            self.modules_run.add(name)
             x = first((args, kwargs))
             self._open.append((self.op_count, None if x is None else self.tensor_id(x), None if x is None else tuple(x.shape)))
 

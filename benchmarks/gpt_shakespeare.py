@@ -191,6 +191,43 @@ def prune_copy(dense, method: str, column: str, calibration: torch.Tensor):
     return model, time.perf_counter() - start, report.sparsity
 
 
+def outlier_spread(model, calibration: torch.Tensor) -> float:
+    """Median over the pruned layers of (largest input-feature RMS / median input-feature RMS)."""
+    from secateurs.data_aware import collect_input_statistics
+    from secateurs.sequential import find_blocks
+
+    _, blocks = find_blocks(model)
+    layers = [m for m in blocks.modules() if hasattr(m, "weight") and getattr(m.weight, "dim", lambda: 0)() == 2]
+    stats = collect_input_statistics(model, calibration, layers)
+    spreads = torch.tensor([float(stats.input_rms(m).max() / stats.input_rms(m).median()) for m in layers])
+    return float(spreads.median())
+
+
+def reading(results: dict, columns: list[str], spread: float) -> str:
+    """The ordering per column, and why Wanda may sit close to magnitude here."""
+    orders = []
+    for column in columns:
+        ranked = sorted(METHODS, key=lambda m: results[f"{m}_{column}"]["ppl"])
+        orders.append(f"{column if ':' in column else column + '%'}: " + " < ".join(ranked))
+    text = "Reading (lower perplexity first): " + "; ".join(orders) + "."
+    gaps = [
+        (results[f"magnitude_{c}"]["ppl"] - results[f"wanda_{c}"]["ppl"],
+         results[f"magnitude_{c}"]["ppl"] - results[f"sparsegpt_{c}"]["ppl"])
+        for c in columns
+    ]
+    if any(wanda < 0.5 * sparsegpt for wanda, sparsegpt in gaps):
+        text += (
+            " Wanda gains less over magnitude here than the LLaMA results suggest: its advantage comes from the "
+            "few input features with very large activations that emerge in large language models (up to about 20x "
+            "the rest from about 6B parameters, Dettmers et al. 2022), which make |W|·‖X‖ rank weights very differently from |W|. "
+            "This 3M-parameter character model trained for minutes has no such outliers: in the median pruned "
+            f"layer the largest input feature's RMS is only {spread:.1f}x the median feature's (measured on the "
+            "calibration set), so Wanda's ranking stays close to magnitude's. SparseGPT still wins clearly "
+            "because it also updates the kept weights to reconstruct each layer's output."
+        )
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--text", type=Path, default=DEFAULT_TEXT, help="tinyshakespeare input.txt")
@@ -240,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     for method in METHODS:
         cells = [f"{results[f'{method}_{c}']['ppl']:.3f}" for c in args.columns]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", reading(results, args.columns, outlier_spread(dense, calibration))]
     lines += ["", "| run | sparsity | seconds |", "|---|---|---|"]
     lines += [f"| {n} | {r['sparsity']:.3f} | {r['seconds']:.1f} |" for n, r in results.items() if n != "dense"]
     table = "\n".join(lines) + "\n"

@@ -373,7 +373,7 @@ def _criterion(args: argparse.Namespace) -> Any:
         options["seed"] = args.seed
     criterion = get_criterion(args.method, **options)
     if args.scope == "global" and isinstance(parse_pattern(args.granularity), Structured):
-        from .demo import LayerNormalized
+        from .criteria import LayerNormalized
 
         criterion = LayerNormalized(criterion)
     return criterion

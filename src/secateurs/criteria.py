@@ -215,3 +215,25 @@ class Custom(Criterion):
 
     def __repr__(self) -> str:
         return f"Custom(reduction={self.reduction!r})"
+
+
+class LayerNormalized(Criterion):
+    """Wrap a criterion so that group scores are relative to their layer: each group's score divided by
+    the mean group score of the same tensor. Makes structured scores of differently sized layers
+    comparable in a global ranking; single weights (unstructured) are left as they are."""
+
+    def __init__(self, base: Criterion) -> None:
+        self.base = base
+        self.name = f"{getattr(base, 'name', '') or type(base).__name__}/layer-normalized"
+
+    def score(self, param: torch.Tensor, target: Target) -> torch.Tensor:
+        return self.base.score(param, target)
+
+    def reduce(self, scores: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        groups = self.base.reduce(scores, dims)
+        if not dims:
+            return groups
+        return groups / groups.mean().clamp_min(torch.finfo(groups.dtype).tiny)
+
+    def __repr__(self) -> str:
+        return f"LayerNormalized({self.base!r})"

@@ -10,7 +10,7 @@ latency. The output layer is never pruned (secateurs' default selection).
 Global structured ranking needs comparable scores. Filter norms of layers of different sizes are not
 (a 3x3x32 filter has a larger L2 norm than a 3x3x1 one for the same per-weight magnitude), so for
 global structured pruning each group's score is divided by the mean group score of its layer
-(:class:`LayerNormalized`): a filter is ranked by how weak it is *within its layer*.
+(:class:`secateurs.criteria.LayerNormalized`): a filter is ranked by how weak it is *within its layer*.
 
 Structured pruning here is masked: whole output channels become zero but keep their place, so size on
 disk (sparse format) shrinks while latency does not. Physically removing the channels is the job of
@@ -35,14 +35,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .criteria import Criterion, get_criterion
+from .criteria import Criterion, LayerNormalized, get_criterion
 from .datasets import Dataset, load_dataset
 from .engine import prune
 from .io import atomic_file, cache_dir
 from .measure import count_nonzero, count_params, measure_latency, size_on_disk, torch_threads
 from .models import LoadedModel, ModelSpecError, Shape, model_device, parse_input_shape
 from .summary import summary
-from .targets import Target
 
 DEFAULT_DATASET = "digits"
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -267,28 +266,6 @@ def load_demo_model(
 
 
 # ---- pruning and evaluation ----------------------------------------------------------------------
-
-
-class LayerNormalized(Criterion):
-    """Wrap a criterion so that group scores are relative to their layer: each group's score divided by
-    the mean group score of the same tensor. Makes structured scores of differently sized layers
-    comparable in a global ranking; single weights (unstructured) are left as they are."""
-
-    def __init__(self, base: Criterion) -> None:
-        self.base = base
-        self.name = f"{getattr(base, 'name', '') or type(base).__name__}/layer-normalized"
-
-    def score(self, param: torch.Tensor, target: Target) -> torch.Tensor:
-        return self.base.score(param, target)
-
-    def reduce(self, scores: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-        groups = self.base.reduce(scores, dims)
-        if not dims:
-            return groups
-        return groups / groups.mean().clamp_min(torch.finfo(groups.dtype).tiny)
-
-    def __repr__(self) -> str:
-        return f"LayerNormalized({self.base!r})"
 
 
 def prune_copy(model: nn.Module, method: DemoMethod, scope: str, ratio: float, seed: int = 0) -> nn.Module:

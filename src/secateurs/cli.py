@@ -256,6 +256,40 @@ def _pruning_options(parser: ArgumentParser) -> None:
     group.add_argument("--seed", type=int, help="seed for random criteria (default: torch's global generator)")
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of epochs (0 or more)")
+    return value
+
+
+@prune_options
+def _recovery_options(parser: ArgumentParser) -> None:
+    group = parser.add_argument_group("recovery (fine-tuning; models with known training data, e.g. demo)")
+    group.add_argument(
+        "--finetune",
+        type=non_negative_int,
+        default=0,
+        metavar="EPOCHS",
+        help="fine-tune for EPOCHS epochs, pruning on --schedule meanwhile; pruned weights stay zero (default 0: no fine-tuning)",
+    )
+    group.add_argument(
+        "--schedule",
+        choices=("oneshot", "iterative", "gradual"),
+        default="oneshot",
+        help="oneshot: prune, then fine-tune; iterative: prune in up to 5 equal rounds at epoch boundaries; "
+        "gradual: cubic schedule (Zhu & Gupta) every few steps; both finish after 60%% of the epochs (default %(default)s)",
+    )
+    group.add_argument("--distill", action="store_true", help="add a distillation loss (KL, T=2) from the dense model")
+    group.add_argument("--lr", type=positive_float, default=3e-3, help="fine-tuning learning rate, AdamW with cosine decay (default %(default)s)")
+    group.add_argument(
+        "--checkpoint-dir", type=Path, metavar="DIR", help="write resumable checkpoints here (atomically); rerun to resume"
+    )
+
+
 @prune_options
 def _measurement_options(parser: ArgumentParser) -> None:
     group = _add_measure_options(parser)
@@ -339,6 +373,10 @@ def _check_request(run: PruneRun) -> None:
             raise UsageError("N:M pruning is decided within each block of M weights; use --scope local")
     elif args.amount is None:
         raise UsageError("give --amount (e.g. --amount 0.5), or an N:M --granularity such as 2:4")
+    if args.finetune == 0 and (args.schedule != "oneshot" or args.distill or args.checkpoint_dir):
+        raise UsageError("--schedule, --distill and --checkpoint-dir shape fine-tuning: give --finetune EPOCHS too")
+    if args.finetune and isinstance(pattern, NM) and args.schedule != "oneshot":
+        raise UsageError("N:M fixes the sparsity of every block at once: use --schedule oneshot with --finetune")
     if args.out is not None:
         check_output_dir(args.out, args.overwrite)
 
@@ -412,6 +450,69 @@ def _prune(run: PruneRun) -> None:
     )
 
 
+def _recover(run: PruneRun) -> None:
+    """Prune on the schedule while fine-tuning on the model's own training data."""
+    from .recovery import recover
+
+    args, loaded = run.args, run.loaded
+    assert loaded is not None
+    if loaded.training_data is None:
+        raise UsageError(
+            f"--finetune needs training data, and the CLI knows none for {args.model} ({loaded.task}); "
+            "use secateurs.recovery.recover(model, train, test, ...) from Python with your data"
+        )
+    train, test = loaded.training_data
+    criterion = _criterion(args)
+    result = recover(
+        run.model,
+        train,
+        test,
+        amount=args.amount,
+        epochs=args.finetune,
+        schedule=args.schedule,
+        method=criterion,
+        pattern=args.granularity,
+        scope=args.scope,
+        example_inputs=loaded.example_inputs,
+        distill=args.distill,
+        seed=args.seed if args.seed is not None else 0,
+        checkpoint_dir=args.checkpoint_dir,
+        lr=args.lr,
+        prune_options={"include": args.include, "exclude": args.exclude},
+    )
+    loaded.model = result.model if result.model is not None else loaded.model
+    reports = [event.report for event in result.events if event.report is not None]
+    run.reports.extend(reports)
+    summary = result.to_dict()
+    run.result.update(
+        {
+            key: summary[key]
+            for key in ("accuracy_dense", "accuracy_pruned", "accuracy_finetuned", "recovered", "schedule", "epochs")
+        }
+    )
+    run.records.append(
+        {
+            "method": args.method,
+            "criterion": repr(criterion),
+            "granularity": args.granularity,
+            "scope": args.scope,
+            "amount": args.amount,
+            "seed": args.seed,
+            "include": args.include,
+            "exclude": args.exclude,
+            "schedule": summary["schedule"],
+            "finetune_epochs": args.finetune,
+            "lr": args.lr,
+            "distill": args.distill,
+            "accuracy_dense": result.accuracy_dense,
+            "accuracy_pruned": result.accuracy_pruned,
+            "accuracy_finetuned": result.accuracy_finetuned,
+            "sparsity": result.sparsity,
+            "secateurs_version": __version__,
+        }
+    )
+
+
 def _measure_after(run: PruneRun) -> None:
     run.after = _measure(run)
     if run.args.evaluate and run.loaded and run.loaded.evaluate:
@@ -445,7 +546,8 @@ PRUNE_STEPS: list[Step] = [
     Step("check", _check_request),
     Step("load", _load, message="loading {args.model}"),
     Step("measure-before", _measure_before, message="measuring the model"),
-    Step("prune", _prune, message="pruning"),
+    Step("prune", _prune, enabled=lambda args: not args.finetune, message="pruning"),
+    Step("recover", _recover, enabled=lambda args: bool(args.finetune), message="pruning and fine-tuning"),
     Step("measure-after", _measure_after, message="measuring the pruned model"),
     Step("save", _save, enabled=lambda args: args.out is not None, message="saving to {args.out}"),
 ]

@@ -262,6 +262,7 @@ def load_demo_model(
         shape,
         evaluate,
         info={"dataset": dataset},
+        training_data=((data.x_train, data.y_train), (data.x_test, data.y_test)),
     )
 
 

@@ -65,6 +65,8 @@ class LoadedModel:
     ``spec`` rebuilds the architecture (for a model loaded from a pruned directory it is the original
     source spec; ``directory`` and ``manifest`` are then set). ``evaluate``, when present, scores a model
     of this architecture on its task (higher is better), e.g. the demo CNN's test accuracy.
+    ``training_data``, when present, is ``(train, test)`` labelled data for fine-tuning (each an
+    ``(inputs, labels)`` pair of tensors or a DataLoader), which ``secateurs prune --finetune`` uses.
     """
 
     model: nn.Module
@@ -76,6 +78,7 @@ class LoadedModel:
     info: dict[str, Any] = field(default_factory=dict)
     manifest: Manifest | None = None
     directory: Path | None = None
+    training_data: tuple[Any, Any] | None = None
 
     def run(self, model: nn.Module | None = None) -> Any:
         """Forward pass of ``model`` (default: this one) on the example inputs, in eval mode without grad."""

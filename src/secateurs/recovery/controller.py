@@ -28,7 +28,7 @@ from torch import nn
 from ..criteria import Criterion
 from ..engine import PruneReport, prune
 from ..errors import PruningError
-from ..patterns import Structured, parse_pattern
+from ..patterns import NM, Structured, parse_pattern
 from .distributed import is_distributed, sync_masks, unwrap
 from .movement import MovementTracker, track_movement
 from .schedules import Schedule, schedule_from_dict
@@ -96,6 +96,10 @@ class PruningController:
         pattern_obj = parse_pattern(pattern)
         if shrink and not isinstance(pattern_obj, Structured):
             raise PruningError(f"shrink=True removes whole channels; it needs a structured pattern such as 'channel', not {pattern!r}")
+        if isinstance(pattern_obj, NM) and len(schedule.events()) != 1:
+            raise PruningError(
+                f"N:M ({pattern}) fixes the sparsity of every block at once; prune it one-shot, then fine-tune"
+            )
         if shrink and model is not unwrap(model):
             raise PruningError(
                 "shrink=True replaces parameters, which a DistributedDataParallel/compiled wrapper has already "
@@ -187,7 +191,8 @@ class PruningController:
                 self.tracker.stop()
                 self.tracker = self._track()  # new tensors: scores restart
         else:
-            report = prune(model, target, method=self.method, pattern=self.pattern, scope=self.scope, **self.options)  # type: ignore[arg-type]
+            amount = None if isinstance(parse_pattern(self.pattern), NM) else target
+            report = prune(model, amount, method=self.method, pattern=self.pattern, scope=self.scope, **self.options)  # type: ignore[arg-type]
             sparsity = report.sparsity
             if is_distributed():
                 sync_masks(model)

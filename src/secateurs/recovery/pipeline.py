@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..errors import PruningError
+from ..patterns import NM, parse_pattern
 from .controller import PruneEvent, PruningController, count_parameters
 from .distill import Distiller
 from .loop import Data, EpochLog, as_dataset, epoch_order, evaluate, fit
@@ -74,7 +75,7 @@ def recover(
     train: Data,
     test: Data,
     *,
-    amount: float,
+    amount: float | None,
     epochs: int,
     schedule: str | Schedule = "oneshot",
     unit: str | None = None,
@@ -95,7 +96,15 @@ def recover(
     """Measure ``model`` on ``test``, prune it to ``amount`` on ``schedule`` (``"oneshot"``, ``"iterative"``,
     ``"gradual"`` or a :class:`Schedule` with its ``unit``) while fine-tuning ``epochs`` on ``train``, and
     measure again. ``distill=True`` uses a copy of the dense model as teacher. ``fit_options`` go to
-    :func:`secateurs.recovery.fit` (``lr``, ``optimizer``, ``weight_decay``, ...)."""
+    :func:`secateurs.recovery.fit` (``lr``, ``optimizer``, ``weight_decay``, ...). An N:M ``pattern``
+    fixes the sparsity (``amount=None``) and is pruned one-shot."""
+    nm = parse_pattern(pattern)
+    if isinstance(nm, NM):
+        if amount is not None:
+            raise PruningError(f"N:M ({pattern}) fixes the sparsity at 1 - {nm.n}/{nm.m}; drop the amount")
+        amount = 1 - nm.n / nm.m
+    elif amount is None:
+        raise PruningError("give an amount (the sparsity to reach)")
     batch_size = batch_size or (train.batch_size if isinstance(train, DataLoader) else None) or 64
     accuracy_dense = evaluate(model, test)
     params_dense = count_parameters(model)

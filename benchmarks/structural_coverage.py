@@ -92,6 +92,8 @@ def build(spec: str):
 
     kwargs = {"aux_logits": False, "init_weights": False} if spec in ("googlenet", "inception_v3") else {}
     model = torchvision.models.get_model(spec, **kwargs)
+    if spec.startswith("vit_"):
+        model.heads.head.reset_parameters()  # torchvision zero-initialises it: the output would be all zeros
     size = 299 if spec == "inception_v3" else 224
     last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
     return model, torch.randn(1, 3, size, size), last
@@ -134,8 +136,13 @@ def macs(model, x) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        _call(model, x)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused MultiheadAttention kernel hides from the counter
+    try:
+        with torch.no_grad(), counter:
+            _call(model, x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return int(counter.get_total_flops()) // 2
 
 

@@ -197,10 +197,12 @@ def test_depthwise_squeeze_excitation_and_flatten_into_linear():
     assert model.fc.out_features == 6
 
 
-def test_grouped_convolution_drops_whole_groups():
+def test_grouped_convolution_keeps_its_groups_and_narrows_them():
     model = randomise_norms(Grouped())
-    check_shrink(model, torch.randn(1, 3, 8, 8), amount=0.5)
-    assert (model.g[0].groups, model.g[0].in_channels, model.g[0].weight.shape[1]) == (2, 16, 8)
+    report = check_shrink(model, torch.randn(1, 3, 8, 8), amount=0.5)
+    conv = model.g[0]
+    assert (conv.groups, conv.in_channels, conv.out_channels, conv.weight.shape[1]) == (4, 16, 16, 4)
+    assert report.macs_ratio < 0.35  # the grouped conv keeps a quarter of its MACs (the stem, with 3 inputs, half)
 
 
 def test_grouped_query_attention_heads_and_channels():

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import PruningError, UnsupportedOperationError
-from ..targets import io_dims
+from ..targets import io_dims, is_norm_like
 from .axes import Layout
 from .trace import STAT, Holder, Tracer, trace
 
@@ -184,10 +184,10 @@ class DependencyGraph:
             if self.frozen(cls, prune_normalized):
                 continue
             is_head = cls in self.head_classes
-            if is_head == (granularity == "head"):
+            if is_head == (granularity == "head") or (is_head and self._in_normalised_stream(members)):
                 eligible.add(cls)
         eligible -= self._inner_factors(eligible)
-        groups = [self._group(cls, granularity) for cls in eligible]
+        groups = [self._group(cls, "head" if cls in self.head_classes else "channel") for cls in eligible]
         position = {name: i for i, name in enumerate(self.tensors)}
         return sorted(groups, key=lambda g: (min(position[m.tensor] for m in g.members), g.name))
 
@@ -213,26 +213,39 @@ class DependencyGraph:
                     blocked |= layout.classes()
         return blocked
 
+    def _in_normalised_stream(self, members: list[Member]) -> bool:
+        """Heads tied to a residual stream under a norm (torchvision Swin and ``nn.MultiheadAttention``
+        reshape with the input width): pruning that stream's channels means removing whole heads."""
+        return any(is_norm_like(self.named[m.module_name]) for m in members if m.kind == "param")
+
     def _inner_factors(self, eligible: set[int]) -> set[int]:
-        """In a product of two prunable classes only the outer one is pruned, so an amount of 50% removes
-        half the positions (whole kv groups, whole conv groups), not three quarters."""
-        inner: set[int] = set()
+        """Classes left whole because they share a product with a class that is pruned instead: cutting
+        both factors of ``groups x width`` by 50% would remove three quarters of the positions. Preferred:
+        classes that make up a whole parameter dimension by themselves (a grouped convolution's width per
+        group, which also shrinks its input slices), then those owning more parameter slices (the kv heads
+        of grouped-query attention, which also shrink the key and value projections)."""
+        conflicts: dict[int, set[int]] = {c: set() for c in eligible}
+        whole = dict.fromkeys(eligible, 0)
 
         def visit(layout: Layout) -> None:
             if layout.kind == "prod":
-                outer_found = False
-                for part in layout.parts:
-                    found = part.classes() & eligible
-                    if found and outer_found:
-                        inner.update(found)
-                    outer_found = outer_found or bool(found)
+                together = layout.classes() & eligible
+                for c in together:
+                    conflicts[c] |= together - {c}
             for part in layout.parts:
                 visit(part)
 
         for layouts in self.layouts.values():
             for layout in layouts:
+                if layout.kind == "atom" and layout.cls in whole:
+                    whole[layout.cls] += 1
                 visit(layout)
-        return inner
+        owned = {c: sum(m.kind == "param" for m in self.members[c]) for c in eligible}
+        chosen: set[int] = set()
+        for cls in sorted(eligible, key=lambda c: (-whole[c], -owned[c], c)):
+            if not conflicts[cls] & chosen:
+                chosen.add(cls)
+        return eligible - chosen
 
     def _group(self, cls: int, granularity: str) -> Group:
         members = self.members[cls]

@@ -146,11 +146,20 @@ def _scatter(t: torch.Tensor, positions: list[np.ndarray | None], sizes: list[in
 
 
 def run_outputs(model: nn.Module, example_inputs: Any) -> tuple[list[torch.Tensor], int]:
-    """Output tensors of ``model`` in eval mode, and the MACs of that pass."""
+    """Output tensors of ``model`` in eval mode, and its MACs counted on the same path the trace took
+    (``nn.MultiheadAttention``'s fused fast path hides its attention from the counter). Models holding such
+    attention also run once on the fast path, which must give the same outputs."""
     counter = FlopCounterMode(display=False)
-    with eval_mode(model), counter:
+    with analysis_mode(model), counter:
         output = call_model(model, example_inputs)
-    return [t.detach() for t in output_tensors(output)], int(counter.get_total_flops()) // 2
+    outputs = [t.detach() for t in output_tensors(output)]
+    if any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
+        with eval_mode(model):
+            fast = [t.detach() for t in output_tensors(call_model(model, example_inputs))]
+        diff = max_abs_diff(outputs, fast)
+        if not diff <= tolerance(outputs):
+            raise UnsupportedOperationError(f"nn.MultiheadAttention's fast path gives other outputs (by {diff:.3g})")
+    return outputs, int(counter.get_total_flops()) // 2
 
 
 def masked_outputs(graph: DependencyGraph, example_inputs: Any, keep: dict[int, np.ndarray],

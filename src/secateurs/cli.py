@@ -84,6 +84,8 @@ def amount_arg(text: str) -> float | int:
 
 
 def granularity_arg(text: str) -> str:
+    if text in ("head", "layer"):
+        return text
     try:
         parse_pattern(text)
     except PruningError as exc:
@@ -130,10 +132,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+#: Methods that read a calibration set (``--calibration``); they go through secateurs.data_aware.
+DATA_METHODS = ("wanda", "sparsegpt", "taylor", "activation")
+#: Granularities ``--shrink`` removes physically (secateurs.structural.shrink).
+SHRINK_GRANULARITIES = ("channel", "head", "layer")
+
+
 def _criteria_names() -> list[str]:
     from .criteria import available_criteria
 
-    return [name for name in available_criteria() if name not in ("custom", "scores")]
+    hidden = {"custom", "scores", "block_influence", "influence", *DATA_METHODS}
+    return [name for name in available_criteria() if name not in hidden] + list(DATA_METHODS)
 
 
 # ---- shared options ------------------------------------------------------------------------------
@@ -233,7 +242,8 @@ def _pruning_options(parser: ArgumentParser) -> None:
         type=granularity_arg,
         default="unstructured",
         metavar="G",
-        help="unstructured, N:M (e.g. 2:4), channel (whole output channels/neurons) or in (input channels) (default %(default)s)",
+        help="unstructured, N:M (e.g. 2:4), channel (whole output channels/neurons), in (input channels); "
+        "with --shrink also head (attention heads) or layer (whole residual blocks) (default %(default)s)",
     )
     group.add_argument(
         "--scope",
@@ -251,9 +261,49 @@ def _pruning_options(parser: ArgumentParser) -> None:
         "--exclude",
         action="append",
         metavar="PATTERN",
-        help="never prune parameters matching this glob or re:REGEX (repeatable)",
+        help="never prune parameters matching this glob or re:REGEX (repeatable); with --shrink, module names kept whole",
     )
     group.add_argument("--seed", type=int, help="seed for random criteria (default: torch's global generator)")
+
+
+@prune_options
+def _structural_options(parser: ArgumentParser) -> None:
+    group = parser.add_argument_group("physical removal (--shrink)")
+    group.add_argument(
+        "--shrink",
+        action="store_true",
+        help="remove the pruned channels, heads or layers for real (--granularity channel, head or layer): "
+        "a smaller dense model, checked against the masked one (max_abs_diff)",
+    )
+    group.add_argument(
+        "--prune-normalized",
+        action="store_true",
+        help="also shrink widths under a normalisation (a transformer's or ConvNeXt's hidden size)",
+    )
+    group.add_argument("--round-to", type=positive_int, metavar="N", help="keep channel counts multiples of N (e.g. 8)")
+
+
+@prune_options
+def _calibration_options(parser: ArgumentParser) -> None:
+    group = parser.add_argument_group("data-aware pruning (--method wanda, sparsegpt, taylor, activation)")
+    group.add_argument(
+        "--calibration",
+        metavar="SOURCE",
+        help="calibration data: a text file, a built-in text (english, random), or train (the model's own "
+        "training inputs, e.g. the demo's digits)",
+    )
+    group.add_argument(
+        "--calibration-samples",
+        type=positive_int,
+        metavar="N",
+        help="number of calibration samples (default: 128 windows of text, or 256 training examples)",
+    )
+    group.add_argument(
+        "--allocation",
+        choices=("uniform", "owl"),
+        default="uniform",
+        help="sparsity per block: uniform, or owl (less for blocks with more outlier weights) (default %(default)s)",
+    )
 
 
 def non_negative_int(text: str) -> int:
@@ -363,7 +413,7 @@ class Step:
 def _check_request(run: PruneRun) -> None:
     """Refuse contradictory options before any slow work."""
     args = run.args
-    pattern = parse_pattern(args.granularity)
+    pattern = None if args.granularity in ("head", "layer") else parse_pattern(args.granularity)
     if isinstance(pattern, NM):
         if args.amount is not None:
             raise UsageError(
@@ -373,12 +423,43 @@ def _check_request(run: PruneRun) -> None:
             raise UsageError("N:M pruning is decided within each block of M weights; use --scope local")
     elif args.amount is None:
         raise UsageError("give --amount (e.g. --amount 0.5), or an N:M --granularity such as 2:4")
+    _check_shrink_and_data(args)
     if args.finetune == 0 and (args.schedule != "oneshot" or args.distill or args.checkpoint_dir):
         raise UsageError("--schedule, --distill and --checkpoint-dir shape fine-tuning: give --finetune EPOCHS too")
     if args.finetune and isinstance(pattern, NM) and args.schedule != "oneshot":
         raise UsageError("N:M fixes the sparsity of every block at once: use --schedule oneshot with --finetune")
     if args.out is not None:
         check_output_dir(args.out, args.overwrite)
+
+
+def _uses_data(args: argparse.Namespace) -> bool:
+    return args.method in DATA_METHODS or args.allocation == "owl"
+
+
+def _check_shrink_and_data(args: argparse.Namespace) -> None:
+    if args.granularity in ("head", "layer") and not args.shrink:
+        raise UsageError(f"--granularity {args.granularity} removes whole units physically: add --shrink")
+    if args.shrink and args.granularity not in SHRINK_GRANULARITIES:
+        raise UsageError(f"--shrink removes channels, heads or layers: use --granularity {', '.join(SHRINK_GRANULARITIES)}")
+    if args.shrink and args.include:
+        raise UsageError("--shrink follows coupled channels through the whole model: drop --include, keep layers whole with --exclude MODULE")
+    if (args.prune_normalized or args.round_to) and not args.shrink:
+        raise UsageError("--prune-normalized and --round-to shape physical removal: add --shrink")
+    if args.shrink and args.method == "sparsegpt":
+        raise UsageError("SparseGPT prunes weights inside rows; to remove units use --method activation, wanda or taylor")
+    if args.shrink and args.allocation == "owl":
+        raise UsageError("--allocation owl sets unstructured sparsity per block; drop it with --shrink")
+    if _uses_data(args) and args.calibration is None:
+        raise UsageError(f"--method {args.method} needs calibration data: add --calibration english, a text file, or train")
+    if args.calibration is not None and not (_uses_data(args) or (args.shrink and args.method in DATA_METHODS)):
+        raise UsageError(f"--method {args.method} reads no calibration data; drop --calibration or use --method wanda")
+    if args.finetune and _uses_data(args):
+        raise UsageError(
+            "--finetune prunes with data-free criteria on its schedule; prune with --method "
+            f"{args.method} first (--out DIR), then fine-tune from Python (secateurs.recovery)"
+        )
+    if args.finetune and args.shrink and args.granularity != "channel":
+        raise UsageError("--finetune with --shrink removes channels between cycles: use --granularity channel")
 
 
 def _load(run: PruneRun) -> None:
@@ -410,7 +491,7 @@ def _criterion(args: argparse.Namespace) -> Any:
     if args.seed is not None:
         options["seed"] = args.seed
     criterion = get_criterion(args.method, **options)
-    if args.scope == "global" and isinstance(parse_pattern(args.granularity), Structured):
+    if args.scope == "global" and (args.shrink or isinstance(parse_pattern(args.granularity), Structured)):
         from .criteria import LayerNormalized
 
         criterion = LayerNormalized(criterion)
@@ -429,7 +510,135 @@ def _prune(run: PruneRun) -> None:
         include=args.include,
         exclude=args.exclude,
     )
+    _record(
+        run, report, criterion=repr(criterion), layers_pruned=len(report.layers), layers_skipped=len(report.skipped),
+        params=report.params, zeros=report.zeros, sparsity=report.sparsity,
+    )
+
+
+def _calibration(run: PruneRun) -> Any:
+    """The ``--calibration`` source as secateurs.calibration takes it."""
+    args, loaded = run.args, run.loaded
+    assert loaded is not None
+    if args.calibration == "train":
+        if loaded.training_data is None:
+            raise UsageError(f"--calibration train: the CLI knows no training data for {args.model}; give a text file or english")
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+
+        train = loaded.training_data[0]
+        if not isinstance(train, tuple):
+            return train
+        count = args.calibration_samples or 256
+        generator = torch.Generator().manual_seed(args.seed if args.seed is not None else 0)
+        chosen = torch.randperm(len(train[0]), generator=generator)[:count]
+        return DataLoader(TensorDataset(train[0][chosen], train[1][chosen]), batch_size=32)
+    path = Path(args.calibration).expanduser()
+    return str(path) if path.is_file() else args.calibration
+
+
+def _record(run: PruneRun, report: Any, **extra: Any) -> None:
+    args = run.args
     run.reports.append(report)
+    run.records.append(
+        {
+            "method": args.method,
+            "granularity": args.granularity,
+            "scope": args.scope,
+            "amount": args.amount,
+            "seed": args.seed,
+            "include": args.include,
+            "exclude": args.exclude,
+            **extra,
+            "secateurs_version": __version__,
+        }
+    )
+
+
+def _prune_with_data(run: PruneRun) -> None:
+    """Wanda, SparseGPT, Taylor or OWL-allocated pruning, block by block on the calibration set."""
+    from .data_aware import prune_with_data
+
+    args = run.args
+    report = prune_with_data(
+        run.model,
+        _calibration(run),
+        args.amount,
+        method=args.method,
+        pattern=args.granularity,
+        allocation=args.allocation,
+        scope=args.scope if args.scope == "global" else None,
+        include=args.include,
+        exclude=args.exclude,
+        num_samples=args.calibration_samples,
+        seed=args.seed if args.seed is not None else 0,
+        device=args.device,
+        progress=sys.stderr.isatty(),
+    )
+    _record(
+        run, report, allocation=args.allocation, calibration=report.calibration, block_amounts=report.block_amounts,
+        sparsity=report.sparsity, seconds=report.seconds,
+    )
+
+
+def _shrink_criterion(run: PruneRun) -> Any:
+    """The criterion ranking units for --shrink; data-aware ones are measured on the calibration set first."""
+    args = run.args
+    if args.method not in DATA_METHODS:
+        return _criterion(args)
+    from .data_aware import block_influence, collect_input_statistics
+    from .data_criteria import Activation, BlockInfluence, Taylor, Wanda, accumulate_gradients
+
+    data = _calibration(run)
+    options = {"num_samples": args.calibration_samples, "seed": args.seed if args.seed is not None else 0}
+    if args.granularity == "layer":
+        if args.method == "taylor":
+            raise UsageError("layers are ranked by block influence: use --method activation (or wanda) with --granularity layer")
+        return BlockInfluence(block_influence(run.model, data, progress=sys.stderr.isatty(), **options))
+    if args.method == "taylor":
+        from .calibration import load_calibration
+
+        calibration = load_calibration(data, run.model, **options)
+        return Taylor(accumulate_gradients(run.model, calibration, list(run.model.parameters())))
+    stats = collect_input_statistics(run.model, data, **options)
+    return (Wanda if args.method == "wanda" else Activation)(stats, missing="zero")
+
+
+def _shrink_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {"ignore": args.exclude, "round_to": args.round_to, "prune_normalized": args.prune_normalized}
+    return {key: value for key, value in options.items() if value}
+
+
+def _shrink(run: PruneRun) -> None:
+    """Physical removal of channels, heads or layers, verified against the masked model."""
+    from .structural import shrink
+    from .structural.persist import KIND, structure_of
+
+    args, loaded = run.args, run.loaded
+    assert loaded is not None
+    criterion = _shrink_criterion(run)
+    report = shrink(
+        run.model,
+        loaded.example_inputs,
+        args.amount,
+        granularity=args.granularity,
+        method=criterion,
+        scope=args.scope,
+        **_shrink_options(args),
+        aggregate="mean" if args.granularity == "layer" and args.method in DATA_METHODS else "sum",
+    )
+    run.structure[KIND] = structure_of(run.model)
+    details = report.to_dict()
+    run.result.update(
+        {
+            "max_abs_diff": report.max_abs_diff,
+            "shrink": {
+                "groups_cut": sum(g.after < g.before for g in report.groups),
+                "groups": len(report.groups),
+                **{k: details[k] for k in ("tolerance", "params_ratio", "macs_ratio", "removed_layers", "seconds", "warnings")},
+            },
+        }
+    )
     run.records.append(
         {
             "method": args.method,
@@ -438,13 +647,9 @@ def _prune(run: PruneRun) -> None:
             "scope": args.scope,
             "amount": args.amount,
             "seed": args.seed,
-            "include": args.include,
-            "exclude": args.exclude,
-            "layers_pruned": len(report.layers),
-            "layers_skipped": len(report.skipped),
-            "params": report.params,
-            "zeros": report.zeros,
-            "sparsity": report.sparsity,
+            "shrink": True,
+            "max_abs_diff": report.max_abs_diff,
+            "params": report.params_after,
             "secateurs_version": __version__,
         }
     )
@@ -478,9 +683,14 @@ def _recover(run: PruneRun) -> None:
         seed=args.seed if args.seed is not None else 0,
         checkpoint_dir=args.checkpoint_dir,
         lr=args.lr,
-        prune_options={"include": args.include, "exclude": args.exclude},
+        shrink=args.shrink,
+        prune_options=_shrink_options(args) if args.shrink else {"include": args.include, "exclude": args.exclude},
     )
     loaded.model = result.model if result.model is not None else loaded.model
+    if args.shrink:
+        from .structural.persist import KIND, structure_of
+
+        run.structure[KIND] = structure_of(loaded.model)
     reports = [event.report for event in result.events if event.report is not None]
     run.reports.extend(reports)
     summary = result.to_dict()
@@ -546,7 +756,14 @@ PRUNE_STEPS: list[Step] = [
     Step("check", _check_request),
     Step("load", _load, message="loading {args.model}"),
     Step("measure-before", _measure_before, message="measuring the model"),
-    Step("prune", _prune, enabled=lambda args: not args.finetune, message="pruning"),
+    Step("prune", _prune, enabled=lambda args: not (args.finetune or args.shrink or _uses_data(args)), message="pruning"),
+    Step(
+        "prune-with-data",
+        _prune_with_data,
+        enabled=lambda args: not args.finetune and not args.shrink and _uses_data(args),
+        message="pruning with {args.method} on the calibration set",
+    ),
+    Step("shrink", _shrink, enabled=lambda args: args.shrink and not args.finetune, message="removing {args.granularity}s"),
     Step("recover", _recover, enabled=lambda args: bool(args.finetune), message="pruning and fine-tuning"),
     Step("measure-after", _measure_after, message="measuring the pruned model"),
     Step("save", _save, enabled=lambda args: args.out is not None, message="saving to {args.out}"),

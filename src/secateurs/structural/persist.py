@@ -143,6 +143,7 @@ def apply_structure(model: nn.Module, payload: Mapping[str, Any]) -> None:
                 setattr(module, attr, _decode(value))
         for field, value in step.get("config", {}).items():
             _set_config(model, field, _decode(value))
+    object.__setattr__(model, _RECORD, list(payload["steps"]))  # a later shrink extends this record
 
 
 def save(model: nn.Module, path: str | os.PathLike[str], *, source: str, input_shape: Sequence[int] | None = None,

@@ -9,12 +9,35 @@ from .selection import Selection, Skipped, select
 from .summary import Summary, summary
 from .targets import Target
 
-remove = finalize
-
 __version__ = "0.1.0"
+
+# The layers above the core (imported after it: they build on it). Importing them also registers their
+# criteria (wanda, sparsegpt's helpers, taylor, activation, block_influence, movement).
+from .data_aware import DataPruneReport, block_influence, collect_input_statistics, prune_with_data  # noqa: E402
+from .io import load_pruned, save_pruned  # noqa: E402
+from .measure import Measurements, measure  # noqa: E402
+from .models import LoadedModel, load_model  # noqa: E402
+from .recovery import PruningController, recover  # noqa: E402
+from .structural import ShrinkReport, shrink  # noqa: E402
+
+remove = finalize
 
 __all__ = [
     "NM",
+    "DataPruneReport",
+    "LoadedModel",
+    "Measurements",
+    "PruningController",
+    "ShrinkReport",
+    "block_influence",
+    "collect_input_statistics",
+    "load_model",
+    "load_pruned",
+    "measure",
+    "prune_with_data",
+    "recover",
+    "save_pruned",
+    "shrink",
     "Criterion",
     "Custom",
     "LnNorm",

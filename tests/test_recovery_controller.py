@@ -10,12 +10,7 @@ from secateurs.recovery import Gradual, Iterative, OneShot, PruningController, e
 from secateurs.recovery.checkpoint import CheckpointManager
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp(hidden: int = 32) -> nn.Module:

@@ -13,12 +13,7 @@ from secateurs.errors import PruningError
 from secateurs.recovery import Distiller, fit, kd_loss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def softmax(values, temperature):

@@ -13,12 +13,7 @@ from secateurs.recovery import Gradual  # noqa: E402
 from secateurs.recovery.hf import STATE_FILE, PruningCallback  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_bert():

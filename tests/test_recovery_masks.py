@@ -9,12 +9,7 @@ from secateurs.masks import masked_parameters
 from secateurs.recovery import Gradual, PruningController
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_cnn() -> nn.Module:

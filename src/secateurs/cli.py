@@ -112,24 +112,24 @@ def device_arg(text: str) -> str:
     return text
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
+def _number_arg(convert: Callable[[str], Any], accept: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text, and refuse it unless ``accept`` holds, naming ``what`` was expected."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
+positive_float = _number_arg(float, lambda v: v > 0, "a positive number")
+positive_int = _number_arg(int, lambda v: v > 0, "a positive integer")
+non_negative_int = _number_arg(int, lambda v: v >= 0, "a whole number of epochs (0 or more)")
 
 
 #: Methods that read a calibration set (``--calibration``); they go through secateurs.data_aware.
@@ -304,16 +304,6 @@ def _calibration_options(parser: ArgumentParser) -> None:
         default="uniform",
         help="sparsity per block: uniform, or owl (less for blocks with more outlier weights) (default %(default)s)",
     )
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of epochs (0 or more)")
-    return value
 
 
 @prune_options
@@ -849,10 +839,17 @@ def format_prune_result(run: PruneRun) -> str:
     """The human-readable report of ``secateurs prune``."""
     r = prune_result(run)
     amount = "N:M" if r["amount"] is None else r["amount"]
-    pruned = f"{_plural(r['layers_pruned'], 'layer')} pruned to {r['pruned_sparsity']:.1%}"
+    if "shrink" in r:
+        shrunk = r["shrink"]
+        removed = shrunk["removed_layers"]
+        cut = _plural(len(removed), "block") + " removed" if removed else f"{shrunk['groups_cut']}/{shrunk['groups']} groups cut"
+        pruned = f"{cut}, physically; max |shrunk - masked| = {r['max_abs_diff']:.2g} (tolerance {shrunk['tolerance']:.2g})"
+        verb = "Shrunk"
+    else:
+        pruned = f"{_plural(r['layers_pruned'], 'layer')} pruned to {r['pruned_sparsity']:.1%}, {len(r['layers_skipped'])} left alone"
+        verb = "Pruned"
     lines = [
-        f"Pruned {r['model']} ({r['task']}): {r['method']}, {r['granularity']}, {r['scope']}, amount {amount}; "
-        f"{pruned}, {len(r['layers_skipped'])} left alone",
+        f"{verb} {r['model']} ({r['task']}): {r['method']}, {r['granularity']}, {r['scope']}, amount {amount}; {pruned}",
         "",
         _row("", "before", "after"),
         _row("parameters", f"{r['params_before']:,}", f"{r['params_after']:,}"),

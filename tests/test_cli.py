@@ -224,7 +224,7 @@ def test_demo_json(workdir) -> None:
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert len(data["rows"]) == 8 and {row["method"] for row in data["rows"]} >= {"L1 unstructured", "L2 structured"}
+    assert len(data["rows"]) == 10 and {row["method"] for row in data["rows"]} >= {"L1 unstructured", "L2 structured shrunk"}
     assert data["reading"] and not data["cached_model"]
     assert data["cache_path"].startswith(str(workdir / "cache"))
 

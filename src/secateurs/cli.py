@@ -1068,7 +1068,7 @@ register_command(
 register_command(
     Command(
         "demo",
-        "train a small CNN on a packaged data set and prune it 72 ways",
+        "train a small CNN on a packaged data set and prune it 90 ways",
         "The seed articles' experiment offline: random/L1 unstructured and random/L2 structured pruning at ratios 0.1-0.9, "
         "local and global, each evaluated for accuracy, nonzeros, size on disk and latency. The trained CNN is cached "
         "(under $SECATEURS_CACHE, default ~/.cache/secateurs).",

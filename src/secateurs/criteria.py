@@ -36,6 +36,9 @@ class Criterion:
     #: True when a weight's score depends on its own value only: global ranking then streams over
     #: parameters chunk by chunk instead of materialising every score tensor.
     pointwise: ClassVar[bool] = False
+    #: Which weights score a channel in physical (structural) pruning: "outputs", the weights producing it,
+    #: or "all", also those reading it (criteria that look at a layer's inputs need the readers).
+    scored_by: str = "outputs"
 
     def score(self, param: torch.Tensor, target: Target) -> torch.Tensor:
         raise NotImplementedError
@@ -225,6 +228,7 @@ class LayerNormalized(Criterion):
     def __init__(self, base: Criterion) -> None:
         self.base = base
         self.name = f"{getattr(base, 'name', '') or type(base).__name__}/layer-normalized"
+        self.scored_by = base.scored_by
 
     def score(self, param: torch.Tensor, target: Target) -> torch.Tensor:
         return self.base.score(param, target)

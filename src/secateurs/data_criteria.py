@@ -56,6 +56,8 @@ class Wanda(Criterion):
 
     name = "wanda"
 
+    scored_by = "all"  # a unit is also judged by the inputs its readers see
+
     def __init__(self, stats: InputStatistics | None = None, missing: str = "error") -> None:
         self.stats = stats
         self.missing = _check_missing(missing)
@@ -85,6 +87,8 @@ class Activation(Criterion):
     """
 
     name = "activation"
+
+    scored_by = "all"  # a unit is also judged by the inputs its readers see
 
     def __init__(self, stats: InputStatistics | None = None, missing: str = "error") -> None:
         self.stats = stats

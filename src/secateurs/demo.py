@@ -57,6 +57,8 @@ class DemoMethod:
     label: str
     criterion: str
     pattern: str
+    #: Remove the pruned channels physically (secateurs.structural.shrink) instead of masking them.
+    shrink: bool = False
 
     @property
     def structured(self) -> bool:
@@ -68,6 +70,7 @@ METHODS = (
     DemoMethod("L1 unstructured", "l1", "unstructured"),
     DemoMethod("random structured", "random", "channel"),
     DemoMethod("L2 structured", "l2", "channel"),
+    DemoMethod("L2 structured shrunk", "l2", "channel", shrink=True),
 )
 
 
@@ -269,13 +272,22 @@ def load_demo_model(
 # ---- pruning and evaluation ----------------------------------------------------------------------
 
 
-def prune_copy(model: nn.Module, method: DemoMethod, scope: str, ratio: float, seed: int = 0) -> nn.Module:
-    """A pruned deep copy of ``model``; the original is untouched."""
+def prune_copy(
+    model: nn.Module, method: DemoMethod, scope: str, ratio: float, seed: int = 0, example_inputs: Any = None
+) -> nn.Module:
+    """A pruned deep copy of ``model``; the original is untouched. Shrinking traces ``example_inputs``."""
     criterion: Criterion = get_criterion(method.criterion, seed=seed)
     if method.structured and scope == "global":
         criterion = LayerNormalized(criterion)
     pruned = copy.deepcopy(model)
-    prune(pruned, ratio, method=criterion, pattern=method.pattern, scope=scope)  # type: ignore[arg-type]
+    if method.shrink:
+        from .structural import shrink
+
+        if example_inputs is None:
+            raise ValueError(f"{method.label} traces the model: pass example_inputs")
+        shrink(pruned, example_inputs, ratio, method=criterion, scope=scope)  # type: ignore[arg-type]
+    else:
+        prune(pruned, ratio, method=criterion, pattern=method.pattern, scope=scope)  # type: ignore[arg-type]
     return pruned
 
 
@@ -393,7 +405,7 @@ def run_demo(config: DemoConfig = DemoConfig(), *, progress: bool = True) -> Dem
         for method, scope, ratio in tqdm(
             jobs, desc="pruning and evaluating", unit="model", disable=None if progress else True, leave=False
         ):
-            pruned = prune_copy(trained.model, method, scope, ratio, config.seed)
+            pruned = prune_copy(trained.model, method, scope, ratio, config.seed, data.x_test[:1])
             evaluation = evaluate(pruned, data, **options)
             rows.append(DemoRow(method.label, scope, ratio, evaluation, *_most_pruned(pruned)))
     return DemoResult(

@@ -13,7 +13,7 @@ from ..errors import PruningError, UnsupportedOperationError
 from . import hf
 from .depth import shrink_depth
 from .graph import DependencyGraph, Group, build_graph
-from .importance import Aggregate, score_groups
+from .importance import Aggregate, ScoredBy, score_groups
 from .patchers import patch_modules
 from .persist import append_step, record_structure
 from .planning import Amount, Scope, check_amount, plan
@@ -43,6 +43,7 @@ def shrink(
     ignore: Iterable[str | nn.Module] | None = None,
     per_layer: Mapping[str, Amount] | None = None,
     aggregate: Aggregate = "sum",
+    scored_by: ScoredBy | None = None,
     prune_normalized: bool = False,
     strict: bool = True,
     verify: bool = True,
@@ -56,7 +57,9 @@ def shrink(
     units ranked together (``"global"``). ``granularity``: ``"channel"`` (channels, neurons, head dims),
     ``"head"`` (attention heads) or ``"layer"`` (whole residual blocks). ``ignore`` names modules (globs)
     that keep every dimension; the model's outputs always keep theirs. ``round_to`` keeps channel counts
-    multiples of it; ``min_keep`` is the least any group keeps. ``method`` is any registered criterion.
+    multiples of it; ``min_keep`` is the least any group keeps. ``method`` is any registered criterion;
+    ``scored_by="outputs"`` scores a unit by the weights producing it (filters, rows), ``"all"`` adds the
+    weights reading it (default: the criterion's ``scored_by``), and ``aggregate`` sums or averages them.
     ``prune_normalized`` also prunes dimensions that feed statistics (the hidden size under layer norms,
     head dims under the default attention scale); those statistics are then over the kept channels, and
     the reference for verification computes them the same way.
@@ -82,7 +85,7 @@ def shrink(
             "(see build_graph(model, x).why_frozen(name) for the reasons; prune_normalized=True frees dimensions "
             "that only feed layer norms), or try another granularity"
         )
-    scores = score_groups(graph, groups, criterion, aggregate)
+    scores = score_groups(graph, groups, criterion, aggregate, scored_by or criterion.scored_by)  # type: ignore[arg-type]
     keep = plan(groups, scores, amount, scope=scope, per_layer=per_layer, min_keep=min_keep, round_to=round_to)
     report = apply_keep(model, example_inputs, graph, groups, keep, granularity=granularity,
                         method=label, scope=scope,

@@ -18,10 +18,19 @@ import torch
 
 from ..criteria import Criterion
 from ..errors import PruningError
-from ..targets import Target
+from ..targets import Target, io_dims
 from .graph import DependencyGraph, Group, Member
 
 Aggregate = Literal["sum", "mean"]
+#: Which members score a unit: ``"outputs"``, the weights that produce it (a filter, a neuron's row, the
+#: q/k/v rows of a head), or ``"all"``, also the weights that read it (the next layer's input columns).
+ScoredBy = Literal["outputs", "all"]
+
+
+def _produces(graph: DependencyGraph, named: dict[str, torch.nn.Module], member: Member) -> bool:
+    """Whether ``member`` is the output dimension of a weight (a row of a Linear, a filter of a Conv...)."""
+    tensor = graph.tensors[member.tensor]
+    return tensor.dim() >= 2 and member.dim == io_dims(named[member.module_name], tensor)[0]
 
 
 def _target(graph: DependencyGraph, named: dict[str, torch.nn.Module], name: str) -> Target:
@@ -53,21 +62,29 @@ def member_scores(position_scores: torch.Tensor, member: Member, cls: int, size:
 
 
 def score_groups(graph: DependencyGraph, groups: list[Group], criterion: Criterion,
-                 aggregate: Aggregate = "sum") -> dict[int, torch.Tensor]:
-    """One score per unit for every group (higher = more important). Each parameter is scored once."""
+                 aggregate: Aggregate = "sum", scored_by: ScoredBy = "outputs") -> dict[int, torch.Tensor]:
+    """One score per unit for every group (higher = more important). Each parameter is scored once.
+
+    ``scored_by="outputs"`` (default) scores a unit by the weights that produce it, as filter-norm pruning
+    does; a group with no such weight (a stream fed only by embeddings) falls back to all its parameters.
+    Summing the readers' columns too (``"all"``) lets a layer with few inputs and many readers be ranked by
+    its readers alone, which removes channels whose small outgoing weights only compensate large outputs."""
     if aggregate not in ("sum", "mean"):
         raise PruningError(f"aggregate must be 'sum' or 'mean', got {aggregate!r}")
+    if scored_by not in ("outputs", "all"):
+        raise PruningError(f"scored_by must be 'outputs' or 'all', got {scored_by!r}")
     result: dict[int, torch.Tensor] = {}
     by_tensor: dict[str, list[tuple[Group, Member]]] = defaultdict(list)
+    named = dict(graph.model.named_modules(remove_duplicate=False))
     for group in groups:
         if hasattr(criterion, "score_group"):
             result[group.cls] = _checked(criterion.score_group(group, graph), group)
             continue
-        for member in group.members:
-            if member.kind == "param" and graph.tensors[member.tensor].is_floating_point():
-                by_tensor[member.tensor].append((group, member))
+        members = [m for m in group.members if m.kind == "param" and graph.tensors[m.tensor].is_floating_point()]
+        producers = [m for m in members if _produces(graph, named, m)]
+        for member in producers if scored_by == "outputs" and producers else members:
+            by_tensor[member.tensor].append((group, member))
     parts: dict[int, list[torch.Tensor]] = defaultdict(list)
-    named = dict(graph.model.named_modules(remove_duplicate=False))
     for name, entries in by_tensor.items():
         tensor = graph.tensors[name].detach()
         scores = criterion.score(tensor, _target(graph, named, name))

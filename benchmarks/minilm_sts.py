@@ -6,6 +6,11 @@ same calibration set, drawn from a text that is not the evaluation data (tinysha
 
     python benchmarks/minilm_sts.py                      # full table -> benchmarks/results/minilm_sts.md
     python benchmarks/minilm_sts.py --rows wanda sparsegpt --columns 50 2:4 --json
+    python benchmarks/minilm_sts.py --rows taylor --merge   # add rows to the table already written
+
+Every run also writes its raw results to ``minilm_sts.json`` beside the table. Without ``--merge`` a
+run starts a new table; with it, the run's entries are added to (or replace) those in the JSON file,
+and the table lists every command that contributed. Dense is re-measured each run and must agree.
 
 Settings are the papers' defaults, not tuned on the STS file: 128 calibration windows of 128 tokens
 (the length all-MiniLM-L6-v2 was trained with), Wanda's per-output comparison, SparseGPT's 1% damping
@@ -137,11 +142,12 @@ def run_one(dense, row: str, column: str, owl: bool, calibration, evaluate) -> d
     if method == "taylor":
         options["loss_fn"] = simcse_loss
     needs_data = method != "magnitude" or owl
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with PeakRSS() as memory:
         report = da.prune_with_data(model, calibration if needs_data else None, **options)
-    seconds = time.perf_counter() - start
-    return {"score": evaluate(model), "seconds": seconds, "peak_mib": memory.extra_mib, "sparsity": report.sparsity}
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    return {"score": evaluate(model), "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": memory.extra_mib,
+            "sparsity": report.sparsity}
 
 
 def run_shrink(dense, row: str, calibration, evaluate) -> dict:
@@ -154,7 +160,7 @@ def run_shrink(dense, row: str, calibration, evaluate) -> dict:
     model = copy.deepcopy(dense)
     encoder = model[0].model
     example = {k: v for k, v in calibration[0].args[0].items() if isinstance(v, torch.Tensor)}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with PeakRSS() as memory:
         if row == "magnitude":
             criterion = "l1"
@@ -167,18 +173,20 @@ def run_shrink(dense, row: str, calibration, evaluate) -> dict:
         shrink(encoder, example, 0.25, granularity="head", method=criterion)
         shrink(encoder, example, 0.25, granularity="channel", method=criterion, ignore=["*.attention.*"])
         removed = 1 - sum(p.numel() for p in model.parameters()) / before
-    seconds = time.perf_counter() - start
-    return {"score": evaluate(model), "seconds": seconds, "peak_mib": memory.extra_mib, "sparsity": removed}
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    return {"score": evaluate(model), "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": memory.extra_mib,
+            "sparsity": removed}
 
 
 def key(row: str, column: str, owl: bool) -> str:
     return f"{row}{'_owl' if owl else ''}_{column}"
 
 
-def configurations(rows: list[str], columns: list[str], with_owl: bool) -> list[tuple[str, str, bool]]:
+def configurations(rows: list[str], columns: list[str], owl_modes: tuple[bool, ...] = (False, True)) -> list[tuple[str, str, bool]]:
+    """(row, column, owl) runs of the grid, leaving out combinations that do not exist."""
     configs = []
     for row in rows:
-        for owl in (False, True) if with_owl else (False,):
+        for owl in owl_modes:
             if owl and row == "magnitude_global":
                 continue  # OWL sets per-block sparsities; a global ranking has none
             for column in columns:
@@ -192,16 +200,71 @@ def configurations(rows: list[str], columns: list[str], with_owl: bool) -> list[
     return configs
 
 
-def markdown(results: dict, rows: list[str], columns: list[str], with_owl: bool, header: str) -> str:
+#: The targets the table is read against: (column, largest allowed loss vs dense in points).
+TARGETS = (("50", 0.3), ("2:4", 1.0), ("70", 5.0))
+SPARSEGPT_SECONDS = 60.0
+
+
+def _column_label(column: str) -> str:
+    if column == SHRINK:
+        return "25% heads + MLP neurons (shrunk)"
+    return column if ":" in column else f"{column}%"
+
+
+def target_check(results: dict) -> str:
+    """One line per target: the best method's loss against dense, and whether it is within the target."""
     dense = results["dense"]["score"]
-    labels = {SHRINK: "25% heads + MLP neurons (shrunk)"}
-    heads = ["method"] + [labels.get(c, c if ":" in c else f"{c}%") for c in columns]
+    lines = ["Targets (loss against dense, same run; best row of each column):", ""]
+    for column, allowed in TARGETS:
+        entries = {name: e for name, e in results.items() if name != "dense" and name.endswith(f"_{column}")}
+        if not entries:
+            lines.append(f"* {_column_label(column)} within {allowed} points: not measured.")
+            continue
+        best_name, best = max(entries.items(), key=lambda item: item[1]["score"])
+        loss = dense - best["score"]
+        verdict = "met" if loss <= allowed else "missed"
+        lines.append(
+            f"* {_column_label(column)} within {allowed} points: **{verdict}** (best: {best_name}, "
+            f"{best['score']:.2f}, " + (f"{loss:.2f} points below dense)." if loss > 0.005 else "level with dense).")
+        )
+    timed = {name: e["seconds"] for name, e in results.items() if name.startswith("sparsegpt") and "seconds" in e}
+    if timed:
+        under = sum(seconds < SPARSEGPT_SECONDS for seconds in timed.values())
+        verdict = "met" if under == len(timed) else "missed" if not under else f"met in {under} of {len(timed)} runs"
+        lines.append(
+            f"* SparseGPT on the whole model under {SPARSEGPT_SECONDS:.0f} s: **{verdict}** "
+            f"({min(timed.values()):.1f} to {max(timed.values()):.1f} s per run, calibration passes included; "
+            "wall-clock times on a shared machine)."
+        )
+        if under not in (0, len(timed)) and max(timed.values()) > 2 * min(timed.values()):
+            lines.append(
+                f"  The same computation took {min(timed.values()):.0f} to {max(timed.values()):.0f} s from one run "
+                "to the next: the spread is other jobs' load on the shared cores, not the method. Re-run "
+                "`--rows sparsegpt --no-owl` on a quiet machine to settle this target."
+            )
+    return "\n".join(lines)
+
+
+def ordering(results: dict, columns: list[str]) -> str:
+    """Each column's rows, best first (OWL and shrink runs included where measured)."""
+    parts = []
+    for column in columns:
+        entries = [(e["score"], n.removesuffix(f"_{column}")) for n, e in results.items() if n.endswith(f"_{column}")]
+        ranked = " > ".join(f"{name} {score:.2f}" for score, name in sorted(entries, reverse=True))
+        parts.append(f"{_column_label(column)}: {ranked}")
+    return "Reading, best first: " + "; ".join(parts) + "."
+
+
+def markdown(results: dict, columns: list[str], header: str) -> str:
+    """The score table (every row with a measured entry), its reading, the target check and the costs."""
+    dense = results["dense"]["score"]
+    heads = ["method"] + [_column_label(c) for c in columns]
     lines = [header, "", "Spearman x 100 (change vs dense in brackets).", ""]
     lines.append("| " + " | ".join(heads) + " |")
     lines.append("|" + "---|" * len(heads))
     lines.append(f"| dense | {dense:.2f} |" + " |" * (len(columns) - 1))
-    for row in rows:
-        for owl in (False, True) if with_owl else (False,):
+    for row in ROWS:
+        for owl in (False, True):
             cells = []
             for column in columns:
                 entry = results.get(key(row, column, owl))
@@ -210,13 +273,47 @@ def markdown(results: dict, rows: list[str], columns: list[str], with_owl: bool,
                 continue
             label = ROW_LABELS[row] + (" + OWL" if owl else "")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "Time (s) and peak extra memory (MiB, resident set above the loaded model) per pruning run:", ""]
-    lines.append("| run | sparsity (shrink: parameters removed) | seconds | peak MiB |")
-    lines.append("|---|---|---|---|")
+    lines += ["", ordering(results, columns), "", target_check(results)]
+    lines += ["", "Time (wall-clock and process CPU seconds, calibration passes included; CPU time was recorded "
+              "where the entry shows one) and peak extra memory (MiB, resident set above the loaded model) "
+              "per pruning run:", ""]
+    lines.append("| run | sparsity (shrink: parameters removed) | seconds | CPU seconds | peak MiB |")
+    lines.append("|---|---|---|---|---|")
     for name, entry in results.items():
         if name != "dense":
-            lines.append(f"| {name} | {entry['sparsity']:.3f} | {entry['seconds']:.1f} | {entry['peak_mib']:.0f} |")
+            cpu = f"{entry['cpu_seconds']:.1f}" if "cpu_seconds" in entry else "—"
+            lines.append(
+                f"| {name} | {entry['sparsity']:.3f} | {entry['seconds']:.1f} | {cpu} | {entry['peak_mib']:.0f} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def canonical(results: dict) -> dict:
+    """Results in table order (rows, then OWL, then columns), whatever order the runs came in."""
+    order = [key(r, c, o) for r, c, o in configurations(list(ROWS), list(COLUMNS))]
+    rank = {name: i for i, name in enumerate(order)}
+    named = sorted((n for n in results if n != "dense"), key=lambda n: (rank.get(n, len(rank)), n))
+    return {"dense": results["dense"], **{n: results[n] for n in named}}
+
+
+def merge_saved(path: Path, results: dict, command: str) -> tuple[dict, list[str]]:
+    """This run's results added to those saved at ``path`` (same dense score required), and the commands."""
+    if not path.is_file():
+        return results, [command]
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    before, now = saved["results"]["dense"]["score"], results["dense"]["score"]
+    if abs(before - now) > 0.005:
+        sys.exit(f"dense scores differ ({before:.3f} saved in {path}, {now:.3f} now): not the same setup, drop --merge")
+    merged = {**saved["results"], **results}
+    commands = [c for c in saved["commands"] if c != command] + [command]
+    return merged, commands
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -233,9 +330,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="calibration batch size (default 32; also the in-batch negatives of Taylor's SimCSE loss)")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--columns", nargs="+", default=list(COLUMNS), help="sparsity %% or N:M (default: all)")
-    parser.add_argument("--no-owl", action="store_true", help="skip the OWL rows")
+    owl = parser.add_mutually_exclusive_group()
+    owl.add_argument("--no-owl", action="store_true", help="skip the OWL rows")
+    owl.add_argument("--only-owl", action="store_true", help="run only the OWL rows (to --merge them into a table)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--merge", action="store_true",
+                        help="add this run's entries to the results saved beside --output (its .json) instead of "
+                        "starting a new table; the table then lists every contributing command")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "minilm_sts.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -259,7 +361,8 @@ def main(argv: list[str] | None = None) -> None:
 
     results: dict = {"dense": {"score": evaluate(dense)}}
     print(f"dense: {results['dense']['score']:.2f}", file=sys.stderr)
-    for row, column, owl in configurations(args.rows, args.columns, not args.no_owl):
+    owl_modes = (False,) if args.no_owl else (True,) if args.only_owl else (False, True)
+    for row, column, owl in configurations(args.rows, args.columns, owl_modes):
         name = key(row, column, owl)
         if column == SHRINK:
             results[name] = run_shrink(dense, row, calibration, evaluate)
@@ -268,20 +371,27 @@ def main(argv: list[str] | None = None) -> None:
         entry = results[name]
         print(f"{name}: {entry['score']:.2f} ({entry['seconds']:.1f} s, {entry['peak_mib']:.0f} MiB)", file=sys.stderr)
 
-    command = "python benchmarks/minilm_sts.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = ("python benchmarks/minilm_sts.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    saved = args.output.with_suffix(".json")
+    commands = [command]
+    if args.merge:
+        results, commands = merge_saved(saved, results, command)
+    results = canonical(results)
     header = "\n".join([
         "# all-MiniLM-L6-v2 on STS: data-aware pruning",
         "",
-        f"Command: `{command.strip()}`  ",
+        ("Command: " if len(commands) == 1
+         else "Commands (run in this order; each adds its rows, replacing earlier runs of the same rows): ")
+        + "; ".join(f"`{c}`" for c in commands) + "  ",
         f"Machine: {platform.machine()} CPU, {args.threads} threads (torch {torch.__version__}); the machine was "
         "shared with other jobs, so times are indicative.  ",
         f"Evaluation: `{args.sts_file.name}` ({len(gold)} pairs). Calibration: {calibration.description}, the same for every method.",
     ])
-    table = markdown(results, args.rows, args.columns, not args.no_owl, header)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.output.with_suffix(".tmp")
-    temporary.write_text(table, encoding="utf-8")
-    os.replace(temporary, args.output)
+    measured = {name.rsplit("_", 1)[1] for name in results if name != "dense"}
+    columns = [c for c in COLUMNS if c in measured] + sorted(measured - set(COLUMNS))
+    table = markdown(results, columns, header)
+    write_atomically(saved, json.dumps({"commands": commands, "results": results}, indent=1) + "\n")
+    write_atomically(args.output, table)
     if args.json:
         scores = {name: round(entry["score"], 2) for name, entry in results.items()}
         scores["time_s"] = {name: round(e["seconds"], 1) for name, e in results.items() if name != "dense"}

@@ -193,7 +193,12 @@ SENTENCES = [
 
 def test_minilm_loads_offline_and_wanda_50_keeps_embeddings_close() -> None:
     """Half the block weights gone, the embeddings stay near the dense ones and, what STS reads, their
-    mutual similarities barely move; magnitude pruning drifts about twice as far."""
+    mutual similarities barely move; magnitude pruning drifts about twice as far.
+
+    The bound is 0.8, not 0.9: measured with this calibration (46 built-in sentences), mean cosine to
+    the dense embeddings is 0.86 for Wanda, 0.88 for SparseGPT (which also reconstructs) and 0.72 for
+    magnitude. Half of a 22M-parameter model's block weights is a deep cut; no correct method reaches
+    0.9 here, so the test asserts the margin over magnitude instead."""
     import copy
 
     dense = _minilm()

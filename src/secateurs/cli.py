@@ -527,9 +527,11 @@ def _calibration(run: PruneRun) -> Any:
     return str(path) if path.is_file() else args.calibration
 
 
-def _record(run: PruneRun, report: Any, **extra: Any) -> None:
+def _record(run: PruneRun, report: PruneReport | None = None, **extra: Any) -> None:
+    """Keep a pruning step's report, and its record for the manifest (what was asked, plus ``extra``)."""
     args = run.args
-    run.reports.append(report)
+    if report is not None:
+        run.reports.append(report)
     run.records.append(
         {
             "method": args.method,
@@ -629,20 +631,7 @@ def _shrink(run: PruneRun) -> None:
             },
         }
     )
-    run.records.append(
-        {
-            "method": args.method,
-            "criterion": repr(criterion),
-            "granularity": args.granularity,
-            "scope": args.scope,
-            "amount": args.amount,
-            "seed": args.seed,
-            "shrink": True,
-            "max_abs_diff": report.max_abs_diff,
-            "params": report.params_after,
-            "secateurs_version": __version__,
-        }
-    )
+    _record(run, criterion=repr(criterion), shrink=True, max_abs_diff=report.max_abs_diff, params=report.params_after)
 
 
 def _recover(run: PruneRun) -> None:
@@ -690,26 +679,10 @@ def _recover(run: PruneRun) -> None:
             for key in ("accuracy_dense", "accuracy_pruned", "accuracy_finetuned", "recovered", "schedule", "epochs")
         }
     )
-    run.records.append(
-        {
-            "method": args.method,
-            "criterion": repr(criterion),
-            "granularity": args.granularity,
-            "scope": args.scope,
-            "amount": args.amount,
-            "seed": args.seed,
-            "include": args.include,
-            "exclude": args.exclude,
-            "schedule": summary["schedule"],
-            "finetune_epochs": args.finetune,
-            "lr": args.lr,
-            "distill": args.distill,
-            "accuracy_dense": result.accuracy_dense,
-            "accuracy_pruned": result.accuracy_pruned,
-            "accuracy_finetuned": result.accuracy_finetuned,
-            "sparsity": result.sparsity,
-            "secateurs_version": __version__,
-        }
+    _record(
+        run, criterion=repr(criterion), schedule=summary["schedule"], finetune_epochs=args.finetune, lr=args.lr,
+        distill=args.distill, accuracy_dense=result.accuracy_dense, accuracy_pruned=result.accuracy_pruned,
+        accuracy_finetuned=result.accuracy_finetuned, sparsity=result.sparsity,
     )
 
 

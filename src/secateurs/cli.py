@@ -281,6 +281,12 @@ def _structural_options(parser: ArgumentParser) -> None:
         help="also shrink widths under a normalisation (a transformer's or ConvNeXt's hidden size)",
     )
     group.add_argument("--round-to", type=positive_int, metavar="N", help="keep channel counts multiples of N (e.g. 8)")
+    group.add_argument(
+        "--scored-by",
+        choices=("outputs", "all"),
+        help="score a unit by the weights producing it (outputs: filters, rows) or also by those reading it "
+        "(all); default: the method's own choice (outputs for magnitude/Ln/random)",
+    )
 
 
 @prune_options
@@ -433,8 +439,8 @@ def _check_shrink_and_data(args: argparse.Namespace) -> None:
         raise UsageError(f"--shrink removes channels, heads or layers: use --granularity {', '.join(SHRINK_GRANULARITIES)}")
     if args.shrink and args.include:
         raise UsageError("--shrink follows coupled channels through the whole model: drop --include, keep layers whole with --exclude MODULE")
-    if (args.prune_normalized or args.round_to) and not args.shrink:
-        raise UsageError("--prune-normalized and --round-to shape physical removal: add --shrink")
+    if (args.prune_normalized or args.round_to or args.scored_by) and not args.shrink:
+        raise UsageError("--prune-normalized, --round-to and --scored-by shape physical removal: add --shrink")
     if args.shrink and args.method == "sparsegpt":
         raise UsageError("SparseGPT prunes weights inside rows; to remove units use --method activation, wanda or taylor")
     if args.shrink and args.allocation == "owl":
@@ -597,7 +603,12 @@ def _shrink_criterion(run: PruneRun) -> Any:
 
 
 def _shrink_options(args: argparse.Namespace) -> dict[str, Any]:
-    options = {"ignore": args.exclude, "round_to": args.round_to, "prune_normalized": args.prune_normalized}
+    options = {
+        "ignore": args.exclude,
+        "round_to": args.round_to,
+        "prune_normalized": args.prune_normalized,
+        "scored_by": args.scored_by,
+    }
     return {key: value for key, value in options.items() if value}
 
 

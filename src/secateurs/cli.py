@@ -602,6 +602,13 @@ def _shrink_criterion(run: PruneRun) -> Any:
     return (Wanda if args.method == "wanda" else Activation)(stats, missing="zero")
 
 
+def _keep_structure(run: PruneRun) -> None:
+    """Record the shrunk shapes for the manifest, so the saved directory rebuilds the smaller model."""
+    from .structural.persist import KIND, structure_of
+
+    run.structure[KIND] = structure_of(run.model)
+
+
 def _shrink_options(args: argparse.Namespace) -> dict[str, Any]:
     options = {
         "ignore": args.exclude,
@@ -615,7 +622,6 @@ def _shrink_options(args: argparse.Namespace) -> dict[str, Any]:
 def _shrink(run: PruneRun) -> None:
     """Physical removal of channels, heads or layers, verified against the masked model."""
     from .structural import shrink
-    from .structural.persist import KIND, structure_of
 
     args, loaded = run.args, run.loaded
     assert loaded is not None
@@ -630,7 +636,7 @@ def _shrink(run: PruneRun) -> None:
         **_shrink_options(args),
         aggregate="mean" if args.granularity == "layer" and args.method in DATA_METHODS else "sum",
     )
-    run.structure[KIND] = structure_of(run.model)
+    _keep_structure(run)
     details = report.to_dict()
     run.result.update(
         {
@@ -678,9 +684,7 @@ def _recover(run: PruneRun) -> None:
     )
     loaded.model = result.model if result.model is not None else loaded.model
     if args.shrink:
-        from .structural.persist import KIND, structure_of
-
-        run.structure[KIND] = structure_of(loaded.model)
+        _keep_structure(run)
     reports = [event.report for event in result.events if event.report is not None]
     run.reports.extend(reports)
     summary = result.to_dict()

@@ -17,14 +17,12 @@ writes the result into a module and holds the mask with :func:`secateurs.masks.s
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
 from .errors import PruningError
 from .masks import get_mask, set_mask
+from .measure import torch_threads
 from .targets import Target
 
 
@@ -49,23 +47,6 @@ def _inverse_hessian_factor(hessian: torch.Tensor, damping: float) -> torch.Tens
         "the layer's Hessian is not positive definite even with damping; use more calibration data "
         "or a larger damping"
     )
-
-
-@contextlib.contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """A block's column loop is hundreds of operations on at most a few hundred thousand numbers each:
-    on CPU, more threads only add synchronisation (measured 9 to 24 times slower with 2 threads than
-    with 1 on a busy 2-core machine). It runs on one thread; the factorisation and the lazy update
-    keep them all."""
-    previous = torch.get_num_threads()
-    if device.type != "cpu" or previous == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _prune_columns(
@@ -152,7 +133,9 @@ def sparsegpt(
     mask = torch.ones_like(allowed)
     for start in range(0, cols, block_size):
         end = min(start + block_size, cols)
-        with _one_cpu_thread(W.device):
+        # Hundreds of small operations per block: on CPU, extra threads only add synchronisation (9 to 24
+        # times slower with 2 threads than 1 on a busy 2-core machine). The lazy update keeps them all.
+        with torch_threads(1 if W.device.type == "cpu" else None):
             block, errors, drop = _prune_columns(
                 W[:, start:end].clone(), allowed[:, start:end], U[start:end, start:end], sparsity, n_m
             )

@@ -112,6 +112,8 @@ class PruningController:
         self.unit: Unit = unit
         self.method = method
         self.pattern = pattern
+        #: N:M fixes the sparsity of every block: its events prune with no amount.
+        self.fixed_sparsity = isinstance(pattern_obj, NM)
         self.scope = scope
         self.options = options
         self.shrink_fn: ShrinkFn | None = (default_shrink(example_inputs, method, scope, options) if shrink is True else shrink) or None
@@ -191,7 +193,7 @@ class PruningController:
                 self.tracker.stop()
                 self.tracker = self._track()  # new tensors: scores restart
         else:
-            amount = None if isinstance(parse_pattern(self.pattern), NM) else target
+            amount = None if self.fixed_sparsity else target
             report = prune(model, amount, method=self.method, pattern=self.pattern, scope=self.scope, **self.options)  # type: ignore[arg-type]
             sparsity = report.sparsity
             if is_distributed():

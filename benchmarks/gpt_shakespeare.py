@@ -182,7 +182,7 @@ COLUMNS = ("50", "2:4", "4:8")
 def prune_copy(dense, method: str, column: str, calibration: torch.Tensor):
     import copy
 
-    from secateurs.data_aware import prune_with_data
+    from secateurs.data.api import prune_with_data
 
     model = copy.deepcopy(dense)
     options = {"pattern": column} if ":" in column else {"amount": int(column) / 100}
@@ -193,8 +193,8 @@ def prune_copy(dense, method: str, column: str, calibration: torch.Tensor):
 
 def outlier_spread(model, calibration: torch.Tensor) -> float:
     """Median over the pruned layers of (largest input-feature RMS / median input-feature RMS)."""
-    from secateurs.data_aware import collect_input_statistics
-    from secateurs.sequential import find_blocks
+    from secateurs.data.api import collect_input_statistics
+    from secateurs.data.sequential import find_blocks
 
     _, blocks = find_blocks(model)
     layers = [m for m in blocks.modules() if hasattr(m, "weight") and getattr(m.weight, "dim", lambda: 0)() == 2]

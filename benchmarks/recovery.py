@@ -47,7 +47,7 @@ SCHEDULES = ("oneshot", "iterative", "gradual")
 def load_mnist1d() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """The packaged loader when present, else the mnist1d package directly (generated locally, no download)."""
     try:
-        from secateurs.datasets import load_dataset
+        from secateurs.demo.datasets import load_dataset
 
         data = load_dataset("mnist1d")
         return (data.x_train, data.y_train), (data.x_test, data.y_test)
@@ -99,8 +99,8 @@ def resnet1d(width: int = 16) -> nn.Module:
 def demo_cnn() -> tuple[nn.Module, str] | None:
     """The demo's CNN architecture for MNIST-1D (untrained; trained here with the benchmark's recipe)."""
     try:
-        from secateurs.datasets import load_dataset
-        from secateurs.demo import build_model
+        from secateurs.demo.datasets import load_dataset
+        from secateurs.demo.sweep import build_model
     except ImportError:
         return None
     return build_model(load_dataset("mnist1d")), "demo CNN (3 conv + 2 linear)"

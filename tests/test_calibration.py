@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from secateurs.calibration import (
+from secateurs.data.calibration import (
     Batch,
     Calibration,
     from_loader,

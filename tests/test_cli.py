@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from secateurs import cli
-from secateurs.cli import COMMANDS, Step, add_prune_step, main
-from secateurs.io import read_manifest
+from secateurs.cli import main as cli
+from secateurs.cli.main import COMMANDS, Step, add_prune_step, main
+from secateurs.storage.directory import read_manifest
 
 FACTORY = textwrap.dedent(
     """
@@ -47,7 +47,7 @@ def workdir(tmp_path) -> Path:
 def secateurs(*args: str, cwd: Path, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
     environment = {**os.environ, "SECATEURS_CACHE": str(cwd / "cache"), "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "secateurs.cli", *args],
+        [sys.executable, "-m", "secateurs", *args],
         cwd=cwd,
         env=environment,
         capture_output=True,

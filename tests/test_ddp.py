@@ -23,7 +23,7 @@ def worker(rank: int, world: int, init_file: str, output: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     from secateurs import prune
-    from secateurs.masks import mask_state_dict, masked_parameters
+    from secateurs.core.masks import mask_state_dict, masked_parameters
     from secateurs.recovery import Gradual, PruningController, fit, mask_digest, masks_agree
 
     torch.set_num_threads(1)
@@ -75,7 +75,7 @@ def fsdp2_worker(rank: int, world: int, init_file: str, output: str) -> None:
     from torch.distributed.fsdp import fully_shard
 
     from secateurs import prune
-    from secateurs.masks import mask_state_dict, masked_parameters
+    from secateurs.core.masks import mask_state_dict, masked_parameters
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import secateurs as sc
-from secateurs.datasets import load_dataset
-from secateurs.demo import (
+from secateurs.demo.datasets import load_dataset
+from secateurs.demo.sweep import (
     METHODS,
     DemoCNN,
     DemoConfig,
@@ -30,7 +30,7 @@ from secateurs.demo import (
     run_demo,
     trained_model,
 )
-from secateurs.models import ModelSpecError
+from secateurs.sources.loading import ModelSpecError
 
 FAST = TrainConfig(epochs=3)
 

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import secateurs as sc
-from secateurs import ranking
+from secateurs.core import ranking
+from secateurs.core.masks import masked_parameters
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -335,7 +336,7 @@ def test_pruned_weights_are_never_revived(seed, ties, steps):
 def state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Parameters (NaN-safe, bitwise) and masks."""
     out = {k: v.detach().clone().view(torch.int32) for k, v in model.state_dict().items()}
-    out.update({f"{name}#mask": mask.clone() for name, _m, _p, mask in sc.masks.masked_parameters(model)})
+    out.update({f"{name}#mask": mask.clone() for name, _m, _p, mask in masked_parameters(model)})
     return out
 
 

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 import secateurs as sc
-from secateurs import io
-from secateurs.io import (
+from secateurs.sources.loading import load_model, load_pruned
+from secateurs.storage import directory as io
+from secateurs.storage.directory import (
     MANIFEST,
     ModelDirectoryError,
     OutputExistsError,
@@ -22,14 +23,12 @@ from secateurs.io import (
     atomic_file,
     decode_state_dict,
     encode_state_dict,
-    load_pruned,
+
     read_manifest,
     read_weights,
-    register_structure_hook,
     save_pruned,
     write_weights,
 )
-from secateurs.models import load_model
 
 FACTORY = textwrap.dedent(
     """
@@ -202,34 +201,17 @@ def test_atomic_file_replaces_or_leaves_nothing(tmp_path) -> None:
     assert target.read_bytes() == b"one" and os.listdir(target.parent) == ["thing.bin"]
 
 
-def test_structure_hook_reshapes_before_weights_load(tmp_path, spec) -> None:
+def test_shrunk_model_saves_and_loads_with_its_structure(tmp_path, spec) -> None:
     loaded = load_model(spec)
     model = loaded.model
-    # physically drop half the hidden units of the middle layer, as structural surgery would
-    with torch.no_grad():
-        model[2] = nn.Linear(32, 16)
-        model[4] = nn.Linear(16, 4)
+    sc.shrink(model, loaded.example_inputs, 0.5)
     expected = loaded.run()
-    structure = {"test-linear-widths": {"2": [32, 16], "4": [16, 4]}}
     out = tmp_path / "shrunk"
-    save_pruned(model, out, source=spec, input_shape=(2, 16), structure=structure)
-
-    with pytest.raises(ModelDirectoryError, match="structure hook 'test-linear-widths'"):
-        load_pruned(out)
-
-    @register_structure_hook("test-linear-widths")
-    def widths(model: nn.Module, payload: dict) -> None:
-        for index, (fan_in, fan_out) in payload.items():
-            model[int(index)] = nn.Linear(fan_in, fan_out)
-
-    try:
-        again = load_pruned(out)
-        assert torch.equal(again.run(), expected)
-        assert read_manifest(out).structure_hooks == {}  # saved before the hook existed
-        save_pruned(again.model, tmp_path / "shrunk2", source=spec, input_shape=(2, 16), structure=structure)
-        assert read_manifest(tmp_path / "shrunk2").structure_hooks == {"test-linear-widths": __name__}
-    finally:
-        io._STRUCTURE_HOOKS.pop("test-linear-widths")
+    save_pruned(model, out, source=spec, input_shape=(2, 16))
+    assert read_manifest(out).structure["shrink"]["steps"]
+    again = load_pruned(out)
+    assert torch.equal(again.run(), expected)
+    assert [p.shape for p in again.model.parameters()] == [p.shape for p in model.parameters()]
 
 
 def test_weights_that_do_not_fit_are_explained(tmp_path, spec) -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import secateurs as sc
-from secateurs import masks
+from secateurs.core import masks
 
 
 def small_net() -> nn.Sequential:

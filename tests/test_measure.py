@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 import secateurs as sc
-from secateurs.io import write_weights
 from secateurs.measure import (
     count_macs,
     count_nonzero,
@@ -17,6 +16,7 @@ from secateurs.measure import (
     measure_latency,
     size_on_disk,
 )
+from secateurs.storage.directory import write_weights
 
 
 def mlp() -> nn.Sequential:

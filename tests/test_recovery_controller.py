@@ -4,11 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from secateurs.core.masks import masked_parameters
 from secateurs.errors import PruningError
-from secateurs.masks import masked_parameters
 from secateurs.recovery import Gradual, Iterative, OneShot, PruningController, evaluate, fit, recover
 from secateurs.recovery.checkpoint import CheckpointManager
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

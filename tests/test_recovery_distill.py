@@ -12,7 +12,6 @@ from secateurs import prune
 from secateurs.errors import PruningError
 from secateurs.recovery import Distiller, fit, kd_loss
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

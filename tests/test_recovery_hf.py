@@ -8,10 +8,9 @@ import torch
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate", reason="the Trainer needs accelerate")
 
-from secateurs.masks import masked_parameters  # noqa: E402
+from secateurs.core.masks import masked_parameters  # noqa: E402
 from secateurs.recovery import Gradual  # noqa: E402
 from secateurs.recovery.hf import STATE_FILE, PruningCallback  # noqa: E402
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,9 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from secateurs.masks import masked_parameters
+from secateurs.core.masks import masked_parameters
 from secateurs.recovery import Gradual, PruningController
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from secateurs import get_criterion, prune
+from secateurs.core.masks import get_mask
 from secateurs.errors import PruningError
-from secateurs.masks import get_mask
 from secateurs.recovery import Gradual, PruningController, track_movement
 from secateurs.recovery.movement import Movement, movement_scores
 

@@ -20,7 +20,7 @@ def train(checkpoint_dir: str, output: str, delay: float) -> None:
     """Gradual pruning with dropout and AdamW: every source of state a resume must restore."""
     from torch import nn
 
-    from secateurs.masks import mask_state_dict
+    from secateurs.core.masks import mask_state_dict
     from secateurs.recovery import Gradual, PruningController, fit
 
     torch.set_num_threads(1)

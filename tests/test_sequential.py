@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 import secateurs as sc
-from secateurs.data_aware import prune_with_data
+from secateurs.data import calibration as sc_calibration
+from secateurs.data.api import prune_with_data
+from secateurs.data.sequential import ActivationMeter, find_blocks, walk_blocks
 from secateurs.errors import PruningError, UnsupportedOperationError
-from secateurs.sequential import ActivationMeter, find_blocks, walk_blocks
 
 transformers = pytest.importorskip("transformers")
 
@@ -86,7 +87,7 @@ def test_walk_replays_the_model_exactly(build) -> None:
     mask = torch.ones_like(ids)
     mask[:3, 10:] = 0  # padding
     expected = _last_block_output(model, input_ids=ids, attention_mask=mask)
-    calibration = sc.calibration.from_tensors({"input_ids": ids, "attention_mask": mask}, model=model, batch_size=4)
+    calibration = sc_calibration.from_tensors({"input_ids": ids, "attention_mask": mask}, model=model, batch_size=4)
     steps = list(walk_blocks(model, calibration, progress=False))
     walked = torch.cat([item.hidden for item in steps[-1].inputs])
     torch.testing.assert_close(walked, expected)
@@ -103,7 +104,7 @@ def test_walk_holds_one_block_of_activations_and_never_runs_the_whole_model() ->
         handles.append(model.lm_head.register_forward_pre_hook(lambda m, a: calls.append("head")))
         calls.clear()
         meter = ActivationMeter()
-        calibration = sc.calibration.from_tensors(token_ids(8, 16), model=model, batch_size=4)
+        calibration = sc_calibration.from_tensors(token_ids(8, 16), model=model, batch_size=4)
         for step in walk_blocks(model, calibration, progress=False, meter=meter):
             step.run()
         for handle in handles:

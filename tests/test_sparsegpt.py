@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 import secateurs as sc
+from secateurs.core.targets import Target
+from secateurs.data.sparsegpt import prune_layer, sparsegpt
 from secateurs.errors import PruningError
-from secateurs.sparsegpt import prune_layer, sparsegpt
-from secateurs.targets import Target
 
 
 def gram(x: torch.Tensor) -> torch.Tensor:

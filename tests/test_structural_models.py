@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from secateurs.structural import shrink
-from secateurs.structural.persist import save, load
+from secateurs import load_pruned, save_pruned
 
 pytestmark = pytest.mark.xdist_group("structural")
 torchvision = pytest.importorskip("torchvision")
@@ -88,8 +88,8 @@ def test_depth_pruning_removes_residual_blocks(name, tmp_path):
     model = tv(name)
     report = check(model, image(), amount=0.5, granularity="layer")
     assert report.removed_layers
-    save(model, tmp_path / "m", source=f"torchvision:{name}", input_shape=(1, 3, 64, 64))
-    loaded = load(tmp_path / "m")
+    save_pruned(model, tmp_path / "m", source=f"torchvision:{name}", input_shape=(1, 3, 64, 64))
+    loaded = load_pruned(tmp_path / "m").model
     with torch.no_grad():
         assert torch.equal(loaded(image()), model(image()))
 
@@ -144,10 +144,10 @@ def test_minilm_heads_and_mlp_save_and_load(transformers, tmp_path):
     x = {"input_ids": torch.randint(0, 1000, (1, 12), generator=torch.Generator().manual_seed(0)),
          "attention_mask": torch.ones(1, 12, dtype=torch.long)}
     report = check(model, x, amount=0.5, granularity="head")
-    assert any("save with secateurs.structural.save" in w for w in report.warnings)  # BERT derives head size from hidden size
+    assert any("save with secateurs.save_pruned" in w for w in report.warnings)  # BERT derives head size from hidden size
     check(model, x, amount=0.5)
     assert model.config.intermediate_size == 768
-    save(model, tmp_path / "minilm", source="minilm")
-    loaded = load(tmp_path / "minilm")
+    save_pruned(model, tmp_path / "minilm", source="minilm")
+    loaded = load_pruned(tmp_path / "minilm").model
     with torch.no_grad():
         assert torch.equal(loaded(**x).last_hidden_state, model(**x).last_hidden_state)

@@ -1,24 +1,41 @@
 """secateurs: prune PyTorch networks, make them genuinely smaller, help them recover, and measure it."""
 
-from .criteria import Criterion, Custom, LnNorm, Magnitude, Random, available_criteria, get_criterion, register_criterion
-from .engine import PruneReport, apply_plan, plan_masks, prune, prune_targets
-from .errors import PruningError, SecateursError, SelectionError, UnsupportedOperationError
-from .masks import enforce, finalize, get_mask, is_pruned, load_mask_state_dict, mask_state_dict, remove_mask, set_mask
-from .patterns import NM, Pattern, Structured, Unstructured, parse_pattern
-from .selection import Selection, Skipped, select
-from .summary import Summary, summary
-from .targets import Target
-
-__version__ = "0.1.0"
+from secateurs.core.criteria import (
+    Criterion,
+    Custom,
+    LnNorm,
+    Magnitude,
+    Random,
+    available_criteria,
+    get_criterion,
+    register_criterion,
+)
+from secateurs.core.engine import PruneReport, apply_plan, plan_masks, prune, prune_targets
+from secateurs.core.masks import (
+    enforce,
+    finalize,
+    get_mask,
+    is_pruned,
+    load_mask_state_dict,
+    mask_state_dict,
+    remove_mask,
+    set_mask,
+)
+from secateurs.core.patterns import NM, Pattern, Structured, Unstructured, parse_pattern
+from secateurs.core.selection import Selection, Skipped, select
+from secateurs.core.summary import Summary, summary
+from secateurs.core.targets import Target
 
 # The layers above the core (imported after it: they build on it). Importing them also registers their
 # criteria (wanda, sparsegpt's helpers, taylor, activation, block_influence, movement).
-from .data_aware import DataPruneReport, block_influence, collect_input_statistics, prune_with_data  # noqa: E402
-from .io import load_pruned, save_pruned  # noqa: E402
-from .measure import Measurements, measure  # noqa: E402
-from .models import LoadedModel, load_model  # noqa: E402
-from .recovery import PruningController, recover  # noqa: E402
-from .structural import ShrinkReport, shrink  # noqa: E402
+from secateurs.data.api import DataPruneReport, block_influence, collect_input_statistics, prune_with_data  # noqa: E402
+from secateurs.errors import PruningError, SecateursError, SelectionError, UnsupportedOperationError
+from secateurs.measure import Measurements, measure  # noqa: E402
+from secateurs.recovery import PruningController, recover  # noqa: E402
+from secateurs.sources.loading import LoadedModel, load_model, load_pruned  # noqa: E402
+from secateurs.storage.directory import save_pruned  # noqa: E402
+from secateurs.structural import ShrinkReport, shrink  # noqa: E402
+from secateurs.version import __version__
 
 remove = finalize
 

@@ -21,3 +21,15 @@ class SelectionError(PruningError):
 
 class UnsupportedOperationError(SecateursError, NotImplementedError):
     """An operation the dependency analysis does not understand; never guessed around silently."""
+
+
+class ModelSpecError(SecateursError, ValueError):
+    """A model spec, input shape or data set name that does not name something loadable (bad usage)."""
+
+
+class InputShapeError(ModelSpecError):
+    """The example input does not fit the model."""
+
+
+class MissingDependencyError(SecateursError, ImportError):
+    """The request needs a Python package that is not installed; the message names the pip command."""

@@ -13,9 +13,7 @@ that touch a nonzero weight, what an ideal sparse kernel would execute.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,41 +21,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .targets import is_linear_like
-
-#: Example inputs: positional arguments, or keyword arguments for models such as Hugging Face's.
-Inputs = tuple[Any, ...] | Mapping[str, Any]
-
-
-def run_model(model: nn.Module, inputs: Inputs) -> Any:
-    """Call ``model`` on example inputs given as positional (tuple) or keyword (mapping) arguments."""
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    return model(*inputs)
-
-
-@contextlib.contextmanager
-def inference(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no autograd for the duration; the training flag is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
-
-
-@contextlib.contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run with ``count`` intra-op threads (``None``: leave as is); the previous setting comes back after."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+from secateurs.core.targets import is_linear_like
+from secateurs.runtime import Inputs, call_model, inference
 
 
 def count_params(model: nn.Module) -> int:
@@ -87,7 +52,7 @@ def mac_counts(model: nn.Module, inputs: Inputs) -> MacCounts:
     """
     counter = FlopCounterMode(display=False)
     with inference(model), counter:
-        run_model(model, inputs)
+        call_model(model, inputs)
     total = counter.get_total_flops()
     by_module = counter.get_flop_counts()
     prefix = type(model).__name__
@@ -155,8 +120,8 @@ def measure_latency(
     threads = threads or torch.get_num_threads()
     with inference(model):
         timer = _benchmark_module().Timer(
-            stmt="run_model(model, inputs)",
-            globals={"run_model": run_model, "model": model, "inputs": inputs},
+            stmt="call_model(model, inputs)",
+            globals={"call_model": call_model, "model": model, "inputs": inputs},
             num_threads=threads,
         )
         if warmup > 0:
@@ -188,7 +153,7 @@ class DiskSize:
 
 def size_on_disk(model: nn.Module) -> DiskSize:
     """Exact file sizes of the model's state dict in both formats of :mod:`secateurs.io` (serialised in memory)."""
-    from .io import encoded_size
+    from secateurs.storage.directory import encoded_size
 
     state = model.state_dict()
     return DiskSize(dense_bytes=encoded_size(state, "dense"), sparse_bytes=encoded_size(state, "sparse"))

@@ -5,6 +5,6 @@ same functions, same arguments, same masks, without ``weight_orig``, float masks
 concatenated copy of the model that global pruning makes there. See ``docs/compat.md``.
 """
 
-from . import prune
+from secateurs.compat import prune
 
 __all__ = ["prune"]

@@ -41,13 +41,13 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as _torch_prune
 
-from ..criteria import Criterion, LnNorm, Magnitude, Random, score_dtype
-from ..engine import Amount, apply_plan, check_amount, plan_masks, validate_target
-from ..errors import PruningError, SecateursError
-from ..masks import get_mask, remove_mask
-from ..masks import is_pruned as _any_mask
-from ..patterns import Pattern, Structured, Unstructured
-from ..targets import Target
+from secateurs.core.criteria import Criterion, LnNorm, Magnitude, Random, score_dtype
+from secateurs.core.engine import Amount, apply_plan, check_amount, plan_masks, validate_target
+from secateurs.core.masks import get_mask, remove_mask
+from secateurs.core.masks import is_pruned as _any_mask
+from secateurs.core.patterns import Pattern, Structured, Unstructured
+from secateurs.core.targets import Target
+from secateurs.errors import PruningError, SecateursError
 
 __all__ = [
     "BasePruningMethod",

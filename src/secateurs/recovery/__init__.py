@@ -13,14 +13,14 @@
 
 from typing import Any
 
-from .checkpoint import CheckpointManager, atomic_save
-from .controller import PruneEvent, PruningController
-from .distill import Distiller, kd_loss
-from .distributed import mask_digest, masks_agree, sync_masks
-from .loop import FitResult, evaluate, fit
-from .movement import Movement, MovementTracker, track_movement
-from .pipeline import RecoveryResult, recover, recovered_fraction
-from .schedules import Gradual, Iterative, OneShot, Schedule, make_schedule, schedule_from_dict
+from secateurs.recovery.checkpoint import CheckpointManager, atomic_save
+from secateurs.recovery.controller import PruneEvent, PruningController
+from secateurs.recovery.distill import Distiller, kd_loss
+from secateurs.recovery.distributed import mask_digest, masks_agree, sync_masks
+from secateurs.recovery.loop import FitResult, evaluate, fit
+from secateurs.recovery.movement import Movement, MovementTracker, track_movement
+from secateurs.recovery.pipeline import RecoveryResult, recover, recovered_fraction
+from secateurs.recovery.schedules import Gradual, Iterative, OneShot, Schedule, make_schedule, schedule_from_dict
 
 __all__ = [
     "CheckpointManager",
@@ -53,7 +53,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "PruningCallback":  # needs transformers; imported only when asked for
-        from .hf import PruningCallback
+        from secateurs.recovery.hf import PruningCallback
 
         return PruningCallback
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

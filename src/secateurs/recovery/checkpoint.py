@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import PruningError
+from secateurs.errors import PruningError
 
 _NAME = re.compile(r"^(?P<prefix>.+)-(?P<step>\d{8,})\.pt$")
 

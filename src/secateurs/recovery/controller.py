@@ -25,14 +25,14 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..criteria import Criterion
-from ..engine import PruneReport, prune
-from ..errors import PruningError
-from ..patterns import NM, Structured, parse_pattern
-from .distributed import is_distributed, sync_masks, unwrap
-from .movement import MovementTracker, track_movement
-from .schedules import Schedule, schedule_from_dict
-from .shrinking import ShrinkFn, default_shrink
+from secateurs.core.criteria import Criterion
+from secateurs.core.engine import PruneReport, prune
+from secateurs.core.patterns import NM, Structured, parse_pattern
+from secateurs.errors import PruningError
+from secateurs.recovery.distributed import is_distributed, sync_masks, unwrap
+from secateurs.recovery.movement import MovementTracker, track_movement
+from secateurs.recovery.schedules import Schedule, schedule_from_dict
+from secateurs.recovery.shrinking import ShrinkFn, default_shrink
 
 Unit = Literal["epoch", "step"]
 SELECTION_OPTIONS = ("include", "exclude", "types", "param_names", "include_output", "include_frozen")

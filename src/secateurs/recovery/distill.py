@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import PruningError
+from secateurs.errors import PruningError
+from secateurs.runtime import call_model
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -51,15 +52,6 @@ def logits_of(output: Any) -> torch.Tensor:
     if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
         return output["logits"]
     raise PruningError(f"cannot find logits in a model output of type {type(output).__name__}; return a tensor or .logits")
-
-
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    """``model(inputs)``, ``model(*inputs)`` for tuples/lists, ``model(**inputs)`` for mappings."""
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..masks import masked_parameters, pack_mask, set_mask
+from secateurs.core.masks import masked_parameters, pack_mask, set_mask
 
 
 def is_distributed() -> bool:

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ..errors import PruningError
-from ..masks import load_mask_state_dict, mask_state_dict
-from .checkpoint import atomic_save
-from .controller import PruningController, Unit
-from .distributed import unwrap
-from .schedules import Schedule
+from secateurs.core.masks import load_mask_state_dict, mask_state_dict
+from secateurs.errors import PruningError
+from secateurs.recovery.checkpoint import atomic_save
+from secateurs.recovery.controller import PruningController, Unit
+from secateurs.recovery.distributed import unwrap
+from secateurs.recovery.schedules import Schedule
 
 STATE_FILE = "secateurs_recovery.pt"
 

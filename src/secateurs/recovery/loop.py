@@ -28,12 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ..errors import PruningError
-from ..masks import load_mask_state_dict, mask_state_dict
-from .checkpoint import CheckpointManager, pack_module, rng_state, set_rng_state, unpack_module
-from .controller import PruneEvent, PruningController
-from .distill import Distiller, call_model, logits_of
-from .distributed import is_distributed, unwrap
+from secateurs.core.masks import load_mask_state_dict, mask_state_dict
+from secateurs.errors import PruningError
+from secateurs.recovery.checkpoint import CheckpointManager, pack_module, rng_state, set_rng_state, unpack_module
+from secateurs.recovery.controller import PruneEvent, PruningController
+from secateurs.recovery.distill import Distiller, logits_of
+from secateurs.recovery.distributed import is_distributed, unwrap
+from secateurs.runtime import call_model, move_to
 
 OptimizerSpec = str | Callable[[Sequence[nn.Parameter]], torch.optim.Optimizer]
 Data = Dataset | DataLoader | tuple[torch.Tensor, ...]
@@ -126,15 +127,6 @@ def batches(dataset: Dataset, indices: list[int], batch_size: int, loader_option
     yield from DataLoader(dataset, batch_sampler=chunks, generator=torch.Generator().manual_seed(len(indices)), **loader_options)
 
 
-def _to(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_to(v, device) for v in batch)
-    return batch
-
 
 def split_batch(batch: Any) -> tuple[Any, Any]:
     """(inputs, labels) from ``(x, y)`` tuples or dicts with a ``labels`` key (inputs keep the other keys)."""
@@ -155,7 +147,7 @@ def evaluate(model: nn.Module, data: Data, batch_size: int = 512, device: torch.
     model.eval()
     correct = total = 0
     for batch in batches(dataset, list(range(len(dataset))), batch_size, {}):
-        inputs, labels = split_batch(_to(batch, device))
+        inputs, labels = split_batch(move_to(batch, device, non_blocking=True))
         logits = logits_of(call_model(model, inputs))
         correct += int((logits.argmax(dim=-1) == labels).sum())
         total += labels.numel()
@@ -307,7 +299,7 @@ def fit(
         model.train()
         losses = []
         for index, batch in enumerate(batches(dataset, order[first * batch_size :], batch_size, loader_options), start=first):
-            inputs, labels = split_batch(_to(batch, device))
+            inputs, labels = split_batch(move_to(batch, device, non_blocking=True))
             factor = lr_factor(lr_schedule, step / total_steps)
             for group in opt.param_groups:
                 group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor

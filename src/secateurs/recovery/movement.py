@@ -22,10 +22,10 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.weak import WeakIdKeyDictionary
 
-from ..criteria import Criterion, register_criterion, score_dtype
-from ..errors import PruningError
-from ..selection import select
-from ..targets import Target
+from secateurs.core.criteria import Criterion, register_criterion, score_dtype
+from secateurs.core.selection import select
+from secateurs.core.targets import Target
+from secateurs.errors import PruningError
 
 #: parameter -> its accumulated movement score; keyed by identity, never keeps a parameter alive.
 _SCORES: WeakIdKeyDictionary = WeakIdKeyDictionary()

@@ -18,12 +18,12 @@ from typing import Any
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..errors import PruningError
-from ..patterns import NM, parse_pattern
-from .controller import PruneEvent, PruningController, count_parameters
-from .distill import Distiller
-from .loop import Data, EpochLog, as_dataset, epoch_order, evaluate, fit
-from .schedules import OneShot, Schedule, make_schedule
+from secateurs.core.patterns import NM, parse_pattern
+from secateurs.errors import PruningError
+from secateurs.recovery.controller import PruneEvent, PruningController, count_parameters
+from secateurs.recovery.distill import Distiller
+from secateurs.recovery.loop import Data, EpochLog, as_dataset, epoch_order, evaluate, fit
+from secateurs.recovery.schedules import OneShot, Schedule, make_schedule
 
 
 def recovered_fraction(dense: float, pruned: float, finetuned: float) -> float | None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
-from ..errors import PruningError
+from secateurs.errors import PruningError
 
 Event = tuple[int, float]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import PruningError
+from secateurs.errors import PruningError
 
 ShrinkFn = Callable[[nn.Module, float, float], "nn.Module | None"]
 
@@ -32,7 +32,7 @@ def default_shrink(example_inputs: Any, method: Any, scope: str, options: Mappin
 
     def shrink(model: nn.Module, target: float, reached: float) -> nn.Module | None:
         try:
-            from ..structural import shrink as structural_shrink
+            from secateurs.structural import shrink as structural_shrink
         except ImportError as exc:  # pragma: no cover - depends on the installed version
             raise PruningError(
                 "shrink=True needs secateurs.structural, which is not available in this installation; "

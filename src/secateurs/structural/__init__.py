@@ -2,15 +2,15 @@
 
 ``shrink(model, example_inputs, amount, granularity="channel"|"head"|"layer")`` removes channels,
 attention heads or residual blocks and verifies the result against the masked model; ``build_graph``
-exposes the analysis (groups, members, why a dimension keeps its size); ``save``/``load`` write and read
-shrunk models without pickle. See docs/structural.md.
+exposes the analysis (groups, members, why a dimension keeps its size). Shrunk models are saved and
+loaded like any pruned model, with ``secateurs.save_pruned`` and ``secateurs.load_pruned``. See docs/structural.md.
 """
 
-from .api import shrink
-from .graph import DependencyGraph, Group, Member, build_graph
-from .patchers import register_patcher
-from .persist import apply_structure, load, save, structure_of
-from .report import GroupChange, ShrinkReport
+from secateurs.structural.api import shrink
+from secateurs.structural.graph import DependencyGraph, Group, Member, build_graph
+from secateurs.structural.patchers import register_patcher
+from secateurs.structural.persist import apply_structure, structure_of
+from secateurs.structural.report import GroupChange, ShrinkReport
 
 __all__ = [
     "DependencyGraph",
@@ -20,9 +20,7 @@ __all__ = [
     "ShrinkReport",
     "apply_structure",
     "build_graph",
-    "load",
     "register_patcher",
-    "save",
     "shrink",
     "structure_of",
 ]

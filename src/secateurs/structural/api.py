@@ -8,18 +8,25 @@ from typing import Any, Literal
 
 from torch import nn
 
-from ..criteria import Criterion, get_criterion
-from ..errors import PruningError, UnsupportedOperationError
-from . import hf
-from .depth import shrink_depth
-from .graph import DependencyGraph, Group, build_graph
-from .importance import Aggregate, ScoredBy, score_groups
-from .patchers import patch_modules
-from .persist import append_step, record_structure
-from .planning import Amount, Scope, check_amount, plan
-from .report import GroupChange, ShrinkReport
-from .surgery import Undo, kept_positions, slice_tensors
-from .verify import count_params, failing_module, masked_outputs, max_abs_diff, run_outputs, tolerance
+from secateurs.core.criteria import Criterion, get_criterion
+from secateurs.errors import PruningError, UnsupportedOperationError
+from secateurs.structural import hf
+from secateurs.structural.depth import shrink_depth
+from secateurs.structural.graph import DependencyGraph, Group, build_graph
+from secateurs.structural.importance import Aggregate, ScoredBy, score_groups
+from secateurs.structural.patchers import patch_modules
+from secateurs.structural.persist import append_step, record_structure
+from secateurs.structural.planning import Amount, Scope, check_amount, plan
+from secateurs.structural.report import GroupChange, ShrinkReport
+from secateurs.structural.surgery import Undo, kept_positions, slice_tensors
+from secateurs.structural.verify import (
+    count_params,
+    failing_module,
+    masked_outputs,
+    max_abs_diff,
+    run_outputs,
+    tolerance,
+)
 
 Granularity = Literal["channel", "head", "layer"]
 

@@ -24,16 +24,16 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from ..criteria import Criterion
-from ..errors import PruningError, SelectionError
-from ..targets import Target
-from .graph import DependencyGraph, build_graph
-from .hf import is_hf_model
-from .persist import append_step, record_structure
-from .planning import Amount
-from .report import ShrinkReport
-from .surgery import Undo
-from .verify import count_params, failing_module, max_abs_diff, run_outputs, tolerance
+from secateurs.core.criteria import Criterion
+from secateurs.core.targets import Target
+from secateurs.errors import PruningError, SelectionError
+from secateurs.structural.graph import DependencyGraph, build_graph
+from secateurs.structural.hf import is_hf_model
+from secateurs.structural.persist import append_step, record_structure
+from secateurs.structural.planning import Amount
+from secateurs.structural.report import ShrinkReport
+from secateurs.structural.surgery import Undo
+from secateurs.structural.verify import count_params, failing_module, max_abs_diff, run_outputs, tolerance
 
 #: Operations that pass a tensor through unchanged in value (what may sit between a block's input and its add).
 _TRANSPARENT = ("aten.alias", "aten.view", "aten._unsafe_view", "aten.clone", "aten._to_copy", "aten.detach",

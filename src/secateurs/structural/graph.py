@@ -16,10 +16,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..errors import PruningError, UnsupportedOperationError
-from ..targets import io_dims, is_norm_like
-from .axes import Layout
-from .trace import STAT, Holder, Tracer, trace
+from secateurs.core.targets import io_dims, is_norm_like
+from secateurs.errors import PruningError, UnsupportedOperationError
+from secateurs.structural.axes import Layout
+from secateurs.structural.trace import STAT, Holder, Tracer, trace
 
 Granularity = Literal["channel", "head"]
 

@@ -6,7 +6,7 @@ config, so ``save_pretrained`` writes a config that ``from_pretrained`` accepts.
 really rebuilds the model is checked by building the architecture from it on the meta device and
 comparing every tensor shape; when it does not (sizes differ between layers, or the architecture derives
 the head size as ``hidden_size / num_heads``), a warning says to save with
-:func:`secateurs.structural.save` instead, which records the shapes themselves.
+:func:`secateurs.save_pruned` instead, which records the shapes themselves.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..targets import is_hf_conv1d
-from .patchers import HEAD_ATTRS
-from .surgery import Undo
+from secateurs.core.targets import is_hf_conv1d
+from secateurs.structural.patchers import HEAD_ATTRS
+from secateurs.structural.surgery import Undo
 
 #: Module names (suffixes) of the first MLP projection in the families secateurs knows.
 MLP_SUFFIXES = ("intermediate.dense", "mlp.gate_proj", "mlp.up_proj", "mlp.c_fc", "mlp.fc1", "mlp.dense_h_to_4h")
@@ -109,7 +109,7 @@ def update_config(model: nn.Module, undo: Undo) -> tuple[dict[str, Any], list[st
     if mismatch:
         warnings.append(
             f"config.json cannot describe the shrunk model ({mismatch}); save_pretrained/from_pretrained will not "
-            "rebuild it: save with secateurs.structural.save, which records the shapes"
+            "rebuild it: save with secateurs.save_pruned, which records the shapes"
         )
     return changes, warnings
 

@@ -16,10 +16,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..criteria import Criterion
-from ..errors import PruningError
-from ..targets import Target, io_dims
-from .graph import DependencyGraph, Group, Member
+from secateurs.core.criteria import Criterion
+from secateurs.core.targets import Target, io_dims
+from secateurs.errors import PruningError
+from secateurs.structural.graph import DependencyGraph, Group, Member
 
 Aggregate = Literal["sum", "mean"]
 #: Which members score a unit: ``"outputs"``, the weights that produce it (a filter, a neuron's row, the

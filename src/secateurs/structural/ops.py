@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .axes import CAT, PROD
+from secateurs.structural.axes import CAT, PROD
 
 if TYPE_CHECKING:
-    from .trace import OpCall, Tracer
+    from secateurs.structural.trace import OpCall, Tracer
 
 Rule = Callable[["Tracer", "OpCall"], None]
 RULES: dict[str, Rule] = {}

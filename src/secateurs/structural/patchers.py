@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ..errors import PruningError
-from ..targets import is_hf_conv1d
-from .graph import DependencyGraph
-from .surgery import Undo
+from secateurs.core.targets import is_hf_conv1d
+from secateurs.errors import PruningError
+from secateurs.structural.graph import DependencyGraph
+from secateurs.structural.surgery import Undo
 
 
 class PatchContext:

@@ -6,22 +6,19 @@ and the Hugging Face config fields it updated. :func:`apply_structure` replays t
 built instance of the original architecture (empty tensors of the recorded shapes), after which the
 saved weights load with ``load_state_dict(strict=True)``.
 
-On disk this is the ``structure["shrink"]`` entry of a :mod:`secateurs.io` model directory (safetensors
-weights + ``manifest.json``); :func:`save` and :func:`load` wrap :func:`secateurs.io.save_pruned` and
-:func:`secateurs.io.load_pruned`, which calls the hook registered here.
+On disk this is the ``structure["shrink"]`` entry of a model directory's manifest
+(:func:`secateurs.save_pruned` writes it, :func:`secateurs.load_pruned` replays it).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import PruningError
-from ..io import register_structure_hook
+from secateurs.errors import PruningError
 
 KIND = "shrink"
 VERSION = 1
@@ -80,7 +77,7 @@ def append_step(model: nn.Module, step: dict[str, Any]) -> None:
 
 
 def structure_of(model: nn.Module) -> dict[str, Any]:
-    """The ``structure["shrink"]`` payload for :func:`secateurs.io.save_pruned` (empty when never shrunk)."""
+    """The ``structure["shrink"]`` payload for :func:`secateurs.save_pruned` (empty when never shrunk)."""
     steps = getattr(model, _RECORD, [])
     return {"version": VERSION, "steps": list(steps)} if steps else {}
 
@@ -103,7 +100,6 @@ def _set_config(model: nn.Module, field: str, value: Any) -> None:
     setattr(config, field, value)
 
 
-@register_structure_hook(KIND)
 def apply_structure(model: nn.Module, payload: Mapping[str, Any]) -> None:
     """Reshape a freshly built model as recorded, so the saved weights fit (values are left uninitialised)."""
     if not payload:
@@ -146,19 +142,3 @@ def apply_structure(model: nn.Module, payload: Mapping[str, Any]) -> None:
     object.__setattr__(model, _RECORD, list(payload["steps"]))  # a later shrink extends this record
 
 
-def save(model: nn.Module, path: str | os.PathLike[str], *, source: str, input_shape: Sequence[int] | None = None,
-         overwrite: bool = False, **kwargs: Any) -> Any:
-    """Save a shrunk model as safetensors + manifest (atomically); ``source`` is the model spec that builds
-    the original architecture (``"torchvision:resnet50"``, ``"minilm"``, ``"hf:DIR"``, ...)."""
-    from ..io import save_pruned
-
-    structure = {KIND: structure_of(model)} if structure_of(model) else {}
-    return save_pruned(model, path, source=source, input_shape=input_shape, structure=structure,
-                       overwrite=overwrite, **kwargs)
-
-
-def load(path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
-    """Rebuild a model saved by :func:`save`: architecture from its spec, shapes replayed, weights loaded."""
-    from ..io import load_pruned
-
-    return load_pruned(path, **kwargs).model

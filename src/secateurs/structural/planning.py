@@ -16,8 +16,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..errors import PruningError, SelectionError
-from .graph import Group
+from secateurs.errors import PruningError, SelectionError
+from secateurs.structural.graph import Group
 
 Scope = Literal["local", "global"]
 Amount = float | int

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..masks import get_mask, set_mask
-from .graph import DependencyGraph
+from secateurs.core.masks import get_mask, set_mask
+from secateurs.structural.graph import DependencyGraph
 
 _ABSENT = object()
 

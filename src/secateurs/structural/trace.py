@@ -23,9 +23,10 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from ..errors import UnsupportedOperationError
-from .axes import PROD, AxisStore
-from .ops import RULES
+from secateurs.errors import UnsupportedOperationError
+from secateurs.runtime import call_model
+from secateurs.structural.axes import PROD, AxisStore
+from secateurs.structural.ops import RULES
 
 _MISSING = object()
 
@@ -338,15 +339,6 @@ class Tracer(TorchDispatchMode):
         finally:
             for handle in handles:
                 handle.remove()
-
-
-def call_model(model: nn.Module, example_inputs: Any) -> Any:
-    """``model(x)``, ``model(*args)`` or ``model(**kwargs)`` depending on what the example is."""
-    if isinstance(example_inputs, Mapping):
-        return model(**example_inputs)
-    if isinstance(example_inputs, (tuple, list)):
-        return model(*example_inputs)
-    return model(example_inputs)
 
 
 def output_tensors(output: Any) -> list[torch.Tensor]:

@@ -19,10 +19,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..errors import UnsupportedOperationError
-from .graph import DependencyGraph
-from .surgery import slice_tensor
-from .trace import analysis_mode, call_model, output_tensors
+from secateurs.errors import UnsupportedOperationError
+from secateurs.runtime import call_model
+from secateurs.structural.graph import DependencyGraph
+from secateurs.structural.surgery import slice_tensor
+from secateurs.structural.trace import analysis_mode, output_tensors
 
 
 @contextlib.contextmanager

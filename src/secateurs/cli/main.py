@@ -10,8 +10,7 @@ How to extend ``secateurs prune`` (later features plug in here, without touching
 * a pipeline step is a :class:`Step` (a name, a function of the :class:`PruneRun` it updates, and a
   predicate on the parsed arguments saying whether it runs), placed with
   ``add_prune_step(step, after="prune")``. Steps share state through :class:`PruneRun`: the loaded
-  model, measurements, pruning records (``run.records``, saved in the manifest), ``run.structure``
-  (saved for :func:`secateurs.io.load_pruned`'s structure hooks) and ``run.result`` (the JSON output).
+  model, measurements, pruning records (``run.records``, saved in the manifest) and ``run.result`` (the JSON output).
 
 A new subcommand is a :class:`Command` added with :func:`register_command`.
 """
@@ -30,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
-from .engine import PruneReport, check_amount, prune
-from .errors import PruningError, SecateursError
-from .io import OutputExistsError, SavedModel, check_output_dir, save_pruned
-from .measure import Measurements, measure
-from .models import LoadedModel, ModelSpecError, available_sources, load_model, parse_input_shape
-from .patterns import NM, Structured, parse_pattern
+from secateurs.core.engine import PruneReport, check_amount, prune
+from secateurs.core.patterns import NM, Structured, parse_pattern
+from secateurs.errors import PruningError, SecateursError
+from secateurs.measure import Measurements, measure
+from secateurs.sources.loading import LoadedModel, ModelSpecError, available_sources, load_model, parse_input_shape
+from secateurs.storage.directory import OutputExistsError, SavedModel, check_output_dir, save_pruned
+from secateurs.version import __version__
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -139,7 +138,7 @@ SHRINK_GRANULARITIES = ("channel", "head", "layer")
 
 
 def _criteria_names() -> list[str]:
-    from .criteria import available_criteria
+    from secateurs.core.criteria import available_criteria
 
     hidden = {"custom", "scores", "block_influence", "influence", *DATA_METHODS}
     return [name for name in available_criteria() if name not in hidden] + list(DATA_METHODS)
@@ -385,8 +384,6 @@ class PruneRun:
     reports: list[PruneReport] = field(default_factory=list)
     #: Pruning records, oldest first; saved as the manifest's ``pruning`` list.
     records: list[dict[str, Any]] = field(default_factory=list)
-    #: Saved as the manifest's ``structure`` field (filled by steps that physically reshape layers).
-    structure: dict[str, Any] = field(default_factory=dict)
     saved: SavedModel | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     #: Extra keys for the JSON output, set by steps.
@@ -462,7 +459,6 @@ def _load(run: PruneRun) -> None:
     run.loaded = load_model(run.args.model, input_shape=run.args.input_shape).to(run.args.device)
     if run.loaded.manifest is not None:
         run.records = list(run.loaded.manifest.pruning)
-        run.structure = dict(run.loaded.manifest.structure)
 
 
 def _measure(run: PruneRun) -> Measurements:
@@ -481,14 +477,14 @@ def _measure_before(run: PruneRun) -> None:
 
 def _criterion(args: argparse.Namespace) -> Any:
     """The criterion asked for; for global structured pruning, scores relative to their layer."""
-    from .criteria import get_criterion
+    from secateurs.core.criteria import get_criterion
 
     options: dict[str, Any] = {"n": args.norm} if args.method in ("ln", "norm") else {}
     if args.seed is not None:
         options["seed"] = args.seed
     criterion = get_criterion(args.method, **options)
     if args.scope == "global" and (args.shrink or isinstance(parse_pattern(args.granularity), Structured)):
-        from .criteria import LayerNormalized
+        from secateurs.core.criteria import LayerNormalized
 
         criterion = LayerNormalized(criterion)
     return criterion
@@ -555,7 +551,7 @@ def _record(run: PruneRun, report: PruneReport | None = None, **extra: Any) -> N
 
 def _prune_with_data(run: PruneRun) -> None:
     """Wanda, SparseGPT, Taylor or OWL-allocated pruning, block by block on the calibration set."""
-    from .data_aware import prune_with_data
+    from secateurs.data.api import prune_with_data
 
     args = run.args
     report = prune_with_data(
@@ -584,8 +580,8 @@ def _shrink_criterion(run: PruneRun) -> Any:
     args = run.args
     if args.method not in DATA_METHODS:
         return _criterion(args)
-    from .data_aware import block_influence, collect_input_statistics
-    from .data_criteria import Activation, BlockInfluence, Taylor, Wanda, accumulate_gradients
+    from secateurs.data.api import block_influence, collect_input_statistics
+    from secateurs.data.criteria import Activation, BlockInfluence, Taylor, Wanda, accumulate_gradients
 
     data = _calibration(run)
     options = {"num_samples": args.calibration_samples, "seed": args.seed if args.seed is not None else 0}
@@ -594,19 +590,12 @@ def _shrink_criterion(run: PruneRun) -> Any:
             raise UsageError("layers are ranked by block influence: use --method activation (or wanda) with --granularity layer")
         return BlockInfluence(block_influence(run.model, data, progress=sys.stderr.isatty(), **options))
     if args.method == "taylor":
-        from .calibration import load_calibration
+        from secateurs.data.calibration import load_calibration
 
         calibration = load_calibration(data, run.model, **options)
         return Taylor(accumulate_gradients(run.model, calibration, list(run.model.parameters())))
     stats = collect_input_statistics(run.model, data, **options)
     return (Wanda if args.method == "wanda" else Activation)(stats, missing="zero")
-
-
-def _keep_structure(run: PruneRun) -> None:
-    """Record the shrunk shapes for the manifest, so the saved directory rebuilds the smaller model."""
-    from .structural.persist import KIND, structure_of
-
-    run.structure[KIND] = structure_of(run.model)
 
 
 def _shrink_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -621,7 +610,7 @@ def _shrink_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _shrink(run: PruneRun) -> None:
     """Physical removal of channels, heads or layers, verified against the masked model."""
-    from .structural import shrink
+    from secateurs.structural import shrink
 
     args, loaded = run.args, run.loaded
     assert loaded is not None
@@ -636,7 +625,6 @@ def _shrink(run: PruneRun) -> None:
         **_shrink_options(args),
         aggregate="mean" if args.granularity == "layer" and args.method in DATA_METHODS else "sum",
     )
-    _keep_structure(run)
     details = report.to_dict()
     run.result.update(
         {
@@ -653,7 +641,7 @@ def _shrink(run: PruneRun) -> None:
 
 def _recover(run: PruneRun) -> None:
     """Prune on the schedule while fine-tuning on the model's own training data."""
-    from .recovery import recover
+    from secateurs.recovery import recover
 
     args, loaded = run.args, run.loaded
     assert loaded is not None
@@ -683,8 +671,6 @@ def _recover(run: PruneRun) -> None:
         prune_options=_shrink_options(args) if args.shrink else {"include": args.include, "exclude": args.exclude},
     )
     loaded.model = result.model if result.model is not None else loaded.model
-    if args.shrink:
-        _keep_structure(run)
     reports = [event.report for event in result.events if event.report is not None]
     run.reports.extend(reports)
     summary = result.to_dict()
@@ -717,7 +703,6 @@ def _save(run: PruneRun) -> None:
         input_shape=loaded.input_shape,
         task=loaded.task,
         pruning=run.records,
-        structure=run.structure,
         weights_format=run.args.format,
         overwrite=run.args.overwrite,
         extra={
@@ -904,7 +889,7 @@ def add_summary_arguments(parser: ArgumentParser) -> None:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    from .summary import summary
+    from secateurs.core.summary import summary
 
     _say(f"loading {args.model}")
     loaded = load_model(args.model, input_shape=args.input_shape).to(args.device)
@@ -943,8 +928,8 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def add_demo_arguments(parser: ArgumentParser) -> None:
-    from .datasets import DATASETS
-    from .demo import DEFAULT_DATASET, DemoConfig
+    from secateurs.demo.datasets import DATASETS
+    from secateurs.demo.sweep import DEFAULT_DATASET, DemoConfig
 
     defaults = DemoConfig()
     parser.add_argument(
@@ -991,7 +976,7 @@ def add_demo_arguments(parser: ArgumentParser) -> None:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    from .demo import default_config, format_report, parse_ratios, run_demo
+    from secateurs.demo.sweep import default_config, format_report, parse_ratios, run_demo
 
     config = default_config(
         dataset=args.dataset,

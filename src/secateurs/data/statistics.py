@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .errors import PruningError, UnsupportedOperationError
-from .targets import is_hf_conv1d
+from secateurs.core.targets import is_hf_conv1d
+from secateurs.errors import PruningError, UnsupportedOperationError
 
 
 @dataclass

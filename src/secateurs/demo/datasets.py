@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .models import MissingDependencyError, ModelSpecError
+from secateurs.errors import MissingDependencyError, ModelSpecError
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from .errors import PruningError
-from .targets import Target
+from secateurs.core.targets import Target
+from secateurs.errors import PruningError
 
 ScoreFn = Callable[..., torch.Tensor]
 

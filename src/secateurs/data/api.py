@@ -23,17 +23,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .allocation import OWL_LAMBDA, OWL_M, InfluenceMeter, outlier_ratio, owl_sparsities
-from .calibration import Calibration, CalibrationSource, load_calibration
-from .data_criteria import Activation, LossFn, Taylor, Wanda, accumulate_gradients
-from .engine import LayerReport, PruneReport, check_amount, prune_targets, validate_target
-from .errors import PruningError
-from .patterns import NM, Pattern, Structured, Unstructured, parse_pattern
-from .selection import Skipped, select
-from .sequential import ActivationMeter, BlockStep, find_blocks, walk_blocks
-from .sparsegpt import is_supported, prune_layer
-from .statistics import InputStatistics
-from .targets import Target
+from secateurs.core.engine import LayerReport, PruneReport, check_amount, prune_targets, validate_target
+from secateurs.core.patterns import NM, Pattern, Structured, Unstructured, parse_pattern
+from secateurs.core.selection import Skipped, select
+from secateurs.core.targets import Target
+from secateurs.data.allocation import OWL_LAMBDA, OWL_M, InfluenceMeter, outlier_ratio, owl_sparsities
+from secateurs.data.calibration import Calibration, CalibrationSource, load_calibration
+from secateurs.data.criteria import Activation, LossFn, Taylor, Wanda, accumulate_gradients
+from secateurs.data.sequential import ActivationMeter, BlockStep, find_blocks, walk_blocks
+from secateurs.data.sparsegpt import is_supported, prune_layer
+from secateurs.data.statistics import InputStatistics
+from secateurs.errors import PruningError
 
 METHODS = ("magnitude", "wanda", "sparsegpt", "taylor", "activation")
 ALLOCATIONS = ("uniform", "owl")
@@ -293,7 +293,7 @@ def collect_input_statistics(
 ) -> InputStatistics:
     """Input statistics of ``modules`` (default: every Linear-like layer) from full forward passes of the
     *dense* model: simple, not sequential. For use with ``secateurs.prune(..., method="wanda", stats=...)``."""
-    from .targets import is_linear_like
+    from secateurs.core.targets import is_linear_like
 
     data = load_calibration(calibration, model, **calibration_options)
     chosen = list(modules) if modules is not None else [m for m in model.modules() if is_linear_like(m)]

@@ -25,37 +25,28 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import SecateursError
-from .measure import Inputs, inference, run_model
-
-if TYPE_CHECKING:
-    from .io import Manifest
+from secateurs.demo.datasets import load_dataset
+from secateurs.demo.sweep import DEFAULT_DATASET, accuracy, build_model, trained_model
+from secateurs.errors import InputShapeError, MissingDependencyError, ModelSpecError
+from secateurs.runtime import Inputs, call_model, inference, model_device, move_to
+from secateurs.storage.directory import Manifest, is_model_directory, load_into, read_manifest
 
 Shape = tuple[int, ...]
 #: ``evaluate(model) -> {"accuracy": 0.97, ...}``: a task metric for models whose task secateurs knows.
 Evaluate = Callable[[nn.Module], dict[str, float]]
 
 
-class ModelSpecError(SecateursError, ValueError):
-    """A model spec or input shape that does not name a loadable model (bad usage)."""
-
-
-class InputShapeError(ModelSpecError):
-    """The example input does not fit the model."""
-
-
-class MissingDependencyError(SecateursError, ImportError):
-    """The spec needs a Python package that is not installed."""
 
 
 @dataclass
@@ -84,29 +75,13 @@ class LoadedModel:
         """Forward pass of ``model`` (default: this one) on the example inputs, in eval mode without grad."""
         target = self.model if model is None else model
         with inference(target):
-            return run_model(target, self.example_inputs)
+            return call_model(target, self.example_inputs)
 
     def to(self, device: str | torch.device) -> LoadedModel:
         """Move the model and the example inputs to ``device`` (in place; returns self)."""
         self.model.to(device)
         self.example_inputs = move_to(self.example_inputs, device)
         return self
-
-
-def move_to(inputs: Any, device: str | torch.device) -> Any:
-    """Tensors in (nested tuples, lists and dicts of) example inputs moved to ``device``."""
-    if isinstance(inputs, torch.Tensor):
-        return inputs.to(device)
-    if isinstance(inputs, Mapping):
-        return {key: move_to(value, device) for key, value in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(move_to(value, device) for value in inputs)
-    return inputs
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where the model's parameters live (CPU for a model without any)."""
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 #: ``loader(argument, input_shape, weights) -> LoadedModel``; ``weights=False`` may skip loading or
@@ -499,9 +474,37 @@ def _load_python(argument: str, input_shape: Shape | None, weights: bool) -> Loa
     takes_argument=False,
 )
 def _load_demo(argument: str, input_shape: Shape | None, weights: bool) -> LoadedModel:
-    from .demo import load_demo_model
-
     return load_demo_model(argument or None, input_shape=input_shape, train=weights)
+
+
+def load_demo_model(
+    dataset: str | None = None, *, input_shape: Shape | None = None, train: bool = True, progress: bool = True
+) -> LoadedModel:
+    """The demo CNN as a :class:`~LoadedModel` (spec ``demo:DATASET``) whose
+    ``evaluate`` hook returns test accuracy. ``train=False`` gives the untrained architecture."""
+    dataset = dataset or DEFAULT_DATASET
+    data = load_dataset(dataset)
+    model = trained_model(dataset, progress=progress).model if train else build_model(data)
+    shape = parse_input_shape(input_shape) if input_shape is not None else (1, *data.sample_shape)
+    if tuple(shape[1:]) == data.sample_shape and shape[0] <= len(data.y_test):
+        example = data.x_test[: shape[0]]
+    else:
+        example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+
+    def evaluate(candidate: nn.Module) -> dict[str, float]:
+        """Test accuracy on the data set's fixed test split."""
+        return {"accuracy": accuracy(candidate, data.x_test, data.y_test)}
+
+    return LoadedModel(
+        model,
+        (example,),
+        f"demo:{dataset}",
+        "image-classification" if len(data.sample_shape) == 3 else "signal-classification",
+        shape,
+        evaluate,
+        info={"dataset": dataset},
+        training_data=((data.x_train, data.y_train), (data.x_test, data.y_test)),
+    )
 
 
 # ---- dispatch ------------------------------------------------------------------------------------
@@ -509,8 +512,6 @@ def _load_demo(argument: str, input_shape: Shape | None, weights: bool) -> Loade
 
 def _resolve(spec: str) -> tuple[Source | None, str]:
     """The source and its argument; (None, path) for a model directory."""
-    from .io import is_model_directory
-
     if is_model_directory(spec):
         return None, spec
     prefix, sep, argument = spec.partition(":")
@@ -560,8 +561,6 @@ def load_model(
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     source, argument = _resolve(spec.strip())
     if source is None:
-        from .io import load_pruned
-
         loaded = load_pruned(argument, input_shape=shape)
     else:
         with torch.random.fork_rng(devices=[]):
@@ -571,3 +570,20 @@ def load_model(
     if check:
         _check_inputs(loaded)
     return loaded
+
+
+def load_pruned(
+    path: str | os.PathLike[str],
+    *,
+    input_shape: Sequence[int] | None = None,
+    restore_masks: bool = True,
+) -> LoadedModel:
+    """Rebuild a model saved by :func:`secateurs.save_pruned`, masked or shrunk: the architecture from its
+    source spec, then shapes, weights and (optionally) masks from the directory. The result has
+    ``manifest`` and ``directory`` set; ``input_shape`` overrides the saved example input shape."""
+    directory = Path(path)
+    manifest = read_manifest(directory)
+    shape = input_shape or manifest.source.input_shape
+    loaded = load_model(manifest.source.spec, input_shape=shape, weights=False, check=False)
+    load_into(loaded.model, directory, restore_masks=restore_masks)
+    return replace(loaded, manifest=manifest, directory=directory)

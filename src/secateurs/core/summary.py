@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .masks import get_mask
-from .targets import io_dims
+from secateurs.core.masks import get_mask
+from secateurs.core.targets import io_dims
 
 
 @dataclass

@@ -35,13 +35,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .criteria import Criterion, LayerNormalized, get_criterion
-from .datasets import Dataset, load_dataset
-from .engine import prune
-from .io import atomic_file, cache_dir
-from .measure import count_nonzero, count_params, measure_latency, size_on_disk, torch_threads
-from .models import LoadedModel, ModelSpecError, Shape, model_device, parse_input_shape
-from .summary import summary
+from secateurs.core.criteria import Criterion, LayerNormalized, get_criterion
+from secateurs.core.engine import prune
+from secateurs.core.summary import summary
+from secateurs.demo.datasets import Dataset, load_dataset
+from secateurs.errors import ModelSpecError
+from secateurs.measure import count_nonzero, count_params, measure_latency, size_on_disk
+from secateurs.runtime import model_device, torch_threads
+from secateurs.storage.directory import atomic_file, cache_dir
 
 DEFAULT_DATASET = "digits"
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -239,34 +240,6 @@ def trained_model(
     return TrainedModel(model, test_accuracy, seconds, False, path)
 
 
-def load_demo_model(
-    dataset: str | None = None, *, input_shape: Shape | None = None, train: bool = True, progress: bool = True
-) -> LoadedModel:
-    """The demo CNN as a :class:`~secateurs.models.LoadedModel` (spec ``demo:DATASET``) whose
-    ``evaluate`` hook returns test accuracy. ``train=False`` gives the untrained architecture."""
-    dataset = dataset or DEFAULT_DATASET
-    data = load_dataset(dataset)
-    model = trained_model(dataset, progress=progress).model if train else build_model(data)
-    shape = parse_input_shape(input_shape) if input_shape is not None else (1, *data.sample_shape)
-    if tuple(shape[1:]) == data.sample_shape and shape[0] <= len(data.y_test):
-        example = data.x_test[: shape[0]]
-    else:
-        example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-
-    def evaluate(candidate: nn.Module) -> dict[str, float]:
-        """Test accuracy on the data set's fixed test split."""
-        return {"accuracy": accuracy(candidate, data.x_test, data.y_test)}
-
-    return LoadedModel(
-        model,
-        (example,),
-        f"demo:{dataset}",
-        "image-classification" if len(data.sample_shape) == 3 else "signal-classification",
-        shape,
-        evaluate,
-        info={"dataset": dataset},
-        training_data=((data.x_train, data.y_train), (data.x_test, data.y_test)),
-    )
 
 
 # ---- pruning and evaluation ----------------------------------------------------------------------
@@ -281,7 +254,7 @@ def prune_copy(
         criterion = LayerNormalized(criterion)
     pruned = copy.deepcopy(model)
     if method.shrink:
-        from .structural import shrink
+        from secateurs.structural import shrink
 
         if example_inputs is None:
             raise ValueError(f"{method.label} traces the model: pass example_inputs")

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .errors import SelectionError
-from .targets import EMBEDDING_TYPES, Target, is_linear_like, is_norm_like
+from secateurs.core.targets import EMBEDDING_TYPES, Target, is_linear_like, is_norm_like
+from secateurs.errors import SelectionError
 
 ModuleType = type[nn.Module] | str
 

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .calibration import Batch, Calibration
-from .criteria import Criterion, register_criterion, score_dtype
-from .errors import PruningError
-from .statistics import InputStatistics, input_shape_for
-from .targets import Target
+from secateurs.core.criteria import Criterion, register_criterion, score_dtype
+from secateurs.core.targets import Target
+from secateurs.data.calibration import Batch, Calibration
+from secateurs.data.statistics import InputStatistics, input_shape_for
+from secateurs.errors import PruningError
 
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 

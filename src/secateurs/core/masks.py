@@ -26,7 +26,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .errors import PruningError
+from secateurs.errors import PruningError
 
 MASK_SUFFIX = "_mask"
 _ZERO_CHUNK = 1 << 16

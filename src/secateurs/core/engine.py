@@ -28,13 +28,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .criteria import Criterion, get_criterion
-from .errors import PruningError, SelectionError
-from .masks import MASK_SUFFIX, get_mask, set_mask
-from .patterns import NM, Pattern, Structured, Unstructured, parse_pattern
-from .ranking import StreamedScores, TensorScores, prune_lowest
-from .selection import ModuleType, Selection, Skipped, select
-from .targets import Target
+from secateurs.core.criteria import Criterion, get_criterion
+from secateurs.core.masks import MASK_SUFFIX, get_mask, set_mask
+from secateurs.core.patterns import NM, Pattern, Structured, Unstructured, parse_pattern
+from secateurs.core.ranking import StreamedScores, TensorScores, prune_lowest
+from secateurs.core.selection import ModuleType, Selection, Skipped, select
+from secateurs.core.targets import Target
+from secateurs.errors import PruningError, SelectionError
 
 Amount = float | int
 _COUNT_CHUNK = 1 << 20

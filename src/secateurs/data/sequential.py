@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibration import Calibration
-from .errors import UnsupportedOperationError
+from secateurs.data.calibration import Calibration
+from secateurs.errors import UnsupportedOperationError
+from secateurs.runtime import move_to
 
 Observer = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], None]
 
@@ -151,7 +152,7 @@ def capture_inputs(
                 kwargs[cache_name] = None
         item = BlockInput(tuple(args), kwargs, current["mask"])
         if device is not None:
-            item = BlockInput(_to(item.args, device), _to(item.kwargs, device), _to(item.token_mask, device))
+            item = BlockInput(move_to(item.args, device), move_to(item.kwargs, device), move_to(item.token_mask, device))
         caught.append(item)
         raise _Stop
 
@@ -174,16 +175,6 @@ def capture_inputs(
     finally:
         handle.remove()
     return caught
-
-
-def _to(value: Any, device: torch.device | str) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: _to(v, device) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to(v, device) for v in value)
-    return value
 
 
 class BlockStep:

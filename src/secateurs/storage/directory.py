@@ -24,27 +24,24 @@ one key that holds the data (both formats). A float32 tensor at 50% sparsity tak
 weight instead of 4; the sparse form wins below about 97% density.
 
 **Structure.** Physically shrunk layers no longer match the architecture that the source spec builds.
-The manifest's ``structure`` field holds, per kind, whatever a reshaping step needs (new shapes of
-layers, removed heads...). :func:`load_pruned` rebuilds the architecture from the spec, passes each
-``structure`` entry to the hook registered for its kind with :func:`register_structure_hook`, and only
-then loads the weights.
+The manifest's ``structure["shrink"]`` entry holds the new shapes (see :mod:`secateurs.structural.persist`);
+:func:`load_into` replays it on a fresh instance of the architecture before loading the weights.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib
 import json
 import math
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import safetensors.torch
 import torch
@@ -52,11 +49,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import safe_open
 from torch import nn
 
-from .errors import SecateursError
-from .masks import is_pruned, load_mask_state_dict, mask_state_dict, pack_mask, unpack_mask
-
-if TYPE_CHECKING:
-    from .models import LoadedModel
+from secateurs.core.masks import is_pruned, load_mask_state_dict, mask_state_dict, pack_mask, unpack_mask
+from secateurs.errors import SecateursError
+from secateurs.structural.persist import KIND, apply_structure, structure_of
+from secateurs.version import __version__
 
 WeightsFormat = Literal["dense", "sparse", "both"]
 
@@ -300,37 +296,6 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return decode_state_dict(tensors, metadata)
 
 
-# ---- structure hooks -----------------------------------------------------------------------------
-
-#: ``hook(model, payload)`` reshapes modules of a freshly built model so that saved weights fit.
-StructureHook = Callable[[nn.Module, Any], None]
-_STRUCTURE_HOOKS: dict[str, StructureHook] = {}
-
-
-def register_structure_hook(kind: str) -> Callable[[StructureHook], StructureHook]:
-    """Decorator: ``hook(model, payload)`` handles the manifest's ``structure[kind]`` entries."""
-
-    def decorate(hook: StructureHook) -> StructureHook:
-        _STRUCTURE_HOOKS[kind] = hook
-        return hook
-
-    return decorate
-
-
-def _structure_hook(kind: str, module_hint: str | None) -> StructureHook:
-    if kind not in _STRUCTURE_HOOKS and module_hint and module_hint.split(".")[0] == "secateurs":
-        with contextlib.suppress(ImportError):
-            importlib.import_module(module_hint)  # registers the hook as a side effect
-    try:
-        return _STRUCTURE_HOOKS[kind]
-    except KeyError:
-        where = f" (it was saved by {module_hint}; is that module available?)" if module_hint else ""
-        raise ModelDirectoryError(
-            f"the model directory needs structure hook {kind!r} to rebuild its layers, but none is registered{where}; "
-            "import the module that registers it, or upgrade secateurs"
-        ) from None
-
-
 # ---- manifest ------------------------------------------------------------------------------------
 
 
@@ -365,8 +330,6 @@ class Manifest(BaseModel):
     pruning: list[dict[str, Any]] = Field(default_factory=list)
     #: Per kind, what a structure hook needs to reshape the rebuilt architecture (filled by surgery).
     structure: dict[str, Any] = Field(default_factory=dict)
-    #: Per structure kind, the module that registered its hook when the model was saved.
-    structure_hooks: dict[str, str] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -435,7 +398,6 @@ def save_pruned(
     input_shape: Sequence[int] | None = None,
     task: str | None = None,
     pruning: Sequence[Mapping[str, Any]] = (),
-    structure: Mapping[str, Any] | None = None,
     weights_format: WeightsFormat = "sparse",
     overwrite: bool = False,
     extra: Mapping[str, Any] | None = None,
@@ -443,16 +405,15 @@ def save_pruned(
     """Write ``model`` to the directory ``path``, atomically.
 
     ``source`` is the model spec that rebuilds the architecture (see :func:`secateurs.models.load_model`);
-    ``pruning`` the records of the pruning steps applied; ``structure`` the entries structure hooks need to
-    reshape the rebuilt architecture. Active masks are saved too and restored by :func:`load_pruned`.
+    ``pruning`` the records of the pruning steps applied. A shrunk model's new shapes are recorded in the
+    manifest's ``structure`` field, and active masks are saved too; :func:`load_into` restores both.
     Raises :class:`OutputExistsError` when ``path`` may not be replaced and :class:`WriteError` when
     writing fails; either way nothing is left behind.
     """
-    from . import __version__
 
     if weights_format not in ("dense", "sparse", "both"):
         raise ValueError(f"weights_format must be 'dense', 'sparse' or 'both', got {weights_format!r}")
-    structure = dict(structure or {})
+    structure = {KIND: structure_of(model)} if structure_of(model) else {}
     manifest = Manifest(
         secateurs_version=__version__,
         torch_version=torch.__version__,
@@ -461,7 +422,6 @@ def save_pruned(
         files={},
         pruning=[dict(step) for step in pruning],
         structure=structure,
-        structure_hooks={kind: _STRUCTURE_HOOKS[kind].__module__ for kind in structure if kind in _STRUCTURE_HOOKS},
         extra=dict(extra or {}),
     )
     state = model.state_dict()
@@ -521,30 +481,16 @@ def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], where
     model.load_state_dict(state, strict=True)
 
 
-def load_pruned(
-    path: str | os.PathLike[str],
-    *,
-    input_shape: Sequence[int] | None = None,
-    restore_masks: bool = True,
-) -> LoadedModel:
-    """Rebuild a model saved by :func:`save_pruned`: architecture from the source spec, structure hooks,
-    weights, then (optionally) the active masks. Returns a :class:`~secateurs.models.LoadedModel`
-    with ``manifest`` and ``directory`` set; ``input_shape`` overrides the saved example input shape."""
-    from dataclasses import replace
-
-    from .models import load_model
-
+def load_into(model: nn.Module, path: str | os.PathLike[str], *, restore_masks: bool = True) -> Manifest:
+    """Load a directory written by :func:`save_pruned` into ``model``, a fresh instance of the architecture
+    it was saved from: shrunk shapes replayed, weights loaded, then (optionally) the active masks."""
     directory = Path(path)
     manifest = read_manifest(directory)
-    shape = input_shape or manifest.source.input_shape
-    loaded = load_model(manifest.source.spec, input_shape=shape, weights=False, check=False)
-    model = loaded.model
-    for kind, payload in manifest.structure.items():
-        _structure_hook(kind, manifest.structure_hooks.get(kind))(model, payload)
+    apply_structure(model, manifest.structure.get(KIND, {}))
     weights = directory / manifest.weights_file
     load_weights_into(model, read_weights(weights), str(weights))
     if restore_masks and manifest.masks:
         packed = safetensors.torch.load_file(os.fspath(directory / manifest.masks))
         load_mask_state_dict(model, packed)
     model.eval()
-    return replace(loaded, model=model, manifest=manifest, directory=directory)
+    return manifest

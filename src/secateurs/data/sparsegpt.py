@@ -20,10 +20,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import PruningError
-from .masks import get_mask, set_mask
-from .measure import torch_threads
-from .targets import Target
+from secateurs.core.masks import get_mask, set_mask
+from secateurs.core.targets import Target
+from secateurs.errors import PruningError
+from secateurs.runtime import torch_threads
 
 
 def _inverse_hessian_factor(hessian: torch.Tensor, damping: float) -> torch.Tensor:
@@ -179,6 +179,6 @@ def prune_layer(
 
 def is_supported(module: nn.Module) -> bool:
     """SparseGPT works on layers whose weight is one matrix applied to feature vectors."""
-    from .targets import is_hf_conv1d
+    from secateurs.core.targets import is_hf_conv1d
 
     return isinstance(module, nn.Linear) or is_hf_conv1d(module)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .errors import PruningError
+from secateurs.errors import PruningError
 
 #: Layer types pruned by default: their weights map inputs to outputs.
 LINEAR_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -12,9 +12,9 @@ import re
 
 import torch
 
-from .criteria import Criterion
-from .errors import PruningError
-from .targets import Target
+from secateurs.core.criteria import Criterion
+from secateurs.core.targets import Target
+from secateurs.errors import PruningError
 
 
 class Pattern:

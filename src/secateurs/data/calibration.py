@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._builtin_text import ENGLISH
-from .errors import PruningError
+from secateurs.data.english import ENGLISH
+from secateurs.errors import PruningError
+from secateurs.runtime import move_to
 
 #: Built-in sources: name -> what it is. ``english`` is prose written for secateurs; ``random`` is
 #: uniformly random token ids (a smoke-test source: real text calibrates better).
@@ -53,10 +54,10 @@ class Batch:
     def to(self, device: torch.device | str) -> Batch:
         return replace(
             self,
-            args=_move(self.args, device),
-            kwargs=_move(self.kwargs, device),
+            args=move_to(self.args, device),
+            kwargs=move_to(self.kwargs, device),
             token_mask=None if self.token_mask is None else self.token_mask.to(device),
-            target=_move(self.target, device),
+            target=move_to(self.target, device),
         )
 
     @property
@@ -93,16 +94,6 @@ class Calibration(Sequence[Batch]):
 
     def __repr__(self) -> str:
         return f"Calibration({self.num_samples} samples in {len(self)} batches: {self.description})"
-
-
-def _move(value: Any, device: torch.device | str) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: _move(v, device) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(_move(v, device) for v in value)
-    return value
 
 
 # ---------------------------------------------------------------------------------------------- models

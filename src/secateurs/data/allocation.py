@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from .errors import PruningError
+from secateurs.errors import PruningError
 
 OWL_M = 5.0
 OWL_LAMBDA = 0.08

@@ -1,0 +1,1 @@
+"""Where models come from: ``load_model(spec)`` and one module per source."""

@@ -1,0 +1,1 @@
+"""Files: atomic writes, the sparse weights format, the manifest, and pruned-model directories."""

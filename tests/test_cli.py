@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from secateurs.cli import main as cli
+import importlib
+
+cli = importlib.import_module("secateurs.cli.main")
 from secateurs.cli.main import COMMANDS, Step, add_prune_step, main
 from secateurs.storage.directory import read_manifest
 

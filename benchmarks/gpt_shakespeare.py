@@ -185,7 +185,7 @@ def prune_copy(dense, method: str, column: str, calibration: torch.Tensor):
     from secateurs.data.api import prune_with_data
 
     model = copy.deepcopy(dense)
-    options = {"pattern": column} if ":" in column else {"amount": int(column) / 100}
+    options = {"granularity": column} if ":" in column else {"amount": int(column) / 100}
     start = time.perf_counter()
     report = prune_with_data(model, calibration if method != "magnitude" else None, method=method, progress=False, **options)
     return model, time.perf_counter() - start, report.sparsity

@@ -132,7 +132,7 @@ def run_one(dense, row: str, column: str, owl: bool, calibration, evaluate) -> d
     method = "magnitude" if row.startswith("magnitude") else row
     options: dict = {"method": method, "progress": False}
     if ":" in column:
-        options["pattern"] = column
+        options["granularity"] = column
     else:
         options["amount"] = int(column) / 100
     if row == "magnitude_global":
@@ -171,7 +171,7 @@ def run_shrink(dense, row: str, calibration, evaluate) -> dict:
             criterion = (Wanda if row == "wanda" else Activation)(stats, missing="zero")
         before = sum(p.numel() for p in model.parameters())
         shrink(encoder, example, 0.25, granularity="head", method=criterion)
-        shrink(encoder, example, 0.25, granularity="channel", method=criterion, ignore=["*.attention.*"])
+        shrink(encoder, example, 0.25, granularity="channel", method=criterion, exclude=["*.attention.*"])
         removed = 1 - sum(p.numel() for p in model.parameters()) / before
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     return {"score": evaluate(model), "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": memory.extra_mib,

@@ -127,7 +127,7 @@ def train_dense(model: nn.Module, train, test, epochs: int, seed: int) -> tuple[
 def run_schedule(dense: nn.Module, train, test, *, schedule: str, amount: float, structured: bool, shrink: bool,
                  epochs: int, seed: int, distill: bool = False) -> dict:
     model = copy.deepcopy(dense)
-    options = dict(method="l2", pattern="channel", scope="local") if structured else dict(method="magnitude", scope="global")
+    options = dict(method="l2", granularity="channel", scope="local") if structured else dict(method="magnitude", scope="global")
     started = time.perf_counter()
     result = recover(
         model, train, test, amount=amount, epochs=epochs, schedule=schedule, seed=seed, batch_size=64,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -10,8 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-import importlib
 
 cli = importlib.import_module("secateurs.cli.main")
 from secateurs.cli.main import COMMANDS, Step, add_prune_step, main
@@ -248,7 +247,7 @@ def test_in_process_channel_global_and_step_registry(workdir, capsys, monkeypatc
     monkeypatch.setenv("SECATEURS_CACHE", str(workdir / "cache"))
     seen = []
     monkeypatch.setattr(cli, "PRUNE_STEPS", list(cli.PRUNE_STEPS))
-    add_prune_step(Step("spy", lambda run: seen.append(run.reports[-1].pattern)), after="prune")
+    add_prune_step(Step("spy", lambda run: seen.append(run.reports[-1].granularity)), after="prune")
     with pytest.raises(ValueError, match="no prune step named"):
         add_prune_step(Step("other", lambda run: None), before="nope")
     code = main(

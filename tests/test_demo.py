@@ -17,7 +17,6 @@ from secateurs.demo.sweep import (
     METHODS,
     DemoCNN,
     DemoConfig,
-    LayerNormalized,
     TrainConfig,
     _cache_path,
     default_config,
@@ -122,12 +121,12 @@ def zero_rows(model: nn.Sequential) -> list[float]:
 
 def test_layer_normalized_makes_global_structured_ranking_fair() -> None:
     raw = two_layers()
-    sc.prune(raw, 0.5, method="l2", pattern="channel", scope="global")
+    sc.prune(raw, 0.5, method="l2", granularity="channel", scope="global", normalize_scores=False)
     small, large = zero_rows(raw)
     assert small > 0.9 and large < 0.1  # raw norms grow with fan-in: the small layer goes first
 
     fair = two_layers()
-    sc.prune(fair, 0.5, method=LayerNormalized(sc.get_criterion("l2")), pattern="channel", scope="global")
+    sc.prune(fair, 0.5, method="l2", granularity="channel", scope="global")  # normalize_scores=True by default
     assert all(0.25 < fraction < 0.75 for fraction in zero_rows(fair))
 
 
@@ -135,7 +134,7 @@ def test_global_random_structured_is_uniform_across_layers() -> None:
     fractions = []
     for seed in range(4):
         model = two_layers()
-        sc.prune(model, 0.5, method="random", pattern="channel", scope="global", seed=seed)
+        sc.prune(model, 0.5, method="random", granularity="channel", scope="global", seed=seed)
         fractions.append(zero_rows(model))
     small = sum(f[0] for f in fractions) / len(fractions)
     large = sum(f[1] for f in fractions) / len(fractions)

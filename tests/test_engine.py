@@ -102,7 +102,7 @@ def test_repruning_never_revives_weights():
 def test_channel_pattern_zeroes_whole_output_rows_by_l2_norm():
     model = convnet()
     norms = model[3].weight.detach().flatten(1).norm(dim=1)
-    sc.prune(model, 0.25, pattern="channel", method="l2", include="3.weight")
+    sc.prune(model, 0.25, granularity="channel", method="l2", include="3.weight")
     dead = (model[3].weight.flatten(1) == 0).all(dim=1)
     assert int(dead.sum()) == 4
     assert set(torch.topk(norms, 4, largest=False).indices.tolist()) == set(dead.nonzero().flatten().tolist())
@@ -112,7 +112,7 @@ def test_channel_pattern_zeroes_whole_output_rows_by_l2_norm():
 
 def test_input_pattern_zeroes_whole_columns():
     model = convnet()
-    sc.prune(model, 0.5, pattern="in", include="6.weight")
+    sc.prune(model, 0.5, granularity="in", include="6.weight")
     dead = (model[6].weight == 0).all(dim=0)
     assert int(dead.sum()) == 128
 
@@ -120,7 +120,7 @@ def test_input_pattern_zeroes_whole_columns():
 @pytest.mark.parametrize("n, m", [(2, 4), (4, 8), (1, 4), (3, 8)])
 def test_nm_pattern_keeps_n_of_every_m_along_the_input_dim(n, m):
     model = convnet()
-    sc.prune(model, pattern=f"{n}:{m}", include=["3.weight", "6.weight"])
+    sc.prune(model, granularity=f"{n}:{m}", include=["3.weight", "6.weight"])
     linear = model[6].weight.reshape(32, -1, m)
     assert torch.all((linear != 0).sum(-1) == n)
     conv = model[3].weight.movedim(1, -1).reshape(16, 3, 3, -1, m)
@@ -132,13 +132,13 @@ def test_nm_keeps_the_largest_weights_of_each_block():
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[0.1, -3.0, 2.0, 0.5]]))
     model = nn.Sequential(layer, nn.Linear(1, 1))
-    sc.prune(model, pattern="2:4")
+    sc.prune(model, granularity="2:4")
     assert torch.equal(layer.weight, torch.tensor([[0.0, -3.0, 2.0, 0.0]]))
 
 
 def test_nm_skips_layers_whose_input_dim_is_not_a_multiple_of_m():
     model = convnet()  # first conv has 3 input channels
-    report = sc.prune(model, pattern="2:4")
+    report = sc.prune(model, granularity="2:4")
     assert "0.weight" in {s.name for s in report.skipped}
     assert [layer.name for layer in report.layers] == ["3.weight", "6.weight"]
 
@@ -147,9 +147,9 @@ def test_nm_rejects_amounts_and_global_scope():
     model = convnet()
     before = snapshot(model)
     with pytest.raises(sc.PruningError, match="fixes the sparsity"):
-        sc.prune(model, 0.5, pattern="2:4", include="6.weight")
+        sc.prune(model, 0.5, granularity="2:4", include="6.weight")
     with pytest.raises(sc.PruningError, match="local"):
-        sc.prune(model, pattern="2:4", scope="global", include="6.weight")
+        sc.prune(model, granularity="2:4", scope="global", include="6.weight")
     assert_untouched(model, before)
 
 
@@ -179,7 +179,7 @@ def test_global_with_per_layer_override_ranks_the_rest_together():
 
 def test_global_structured_ranks_channels_across_layers():
     model = convnet()
-    sc.prune(model, 0.5, pattern="channel", scope="global", include=["0.weight", "3.weight"])
+    sc.prune(model, 0.5, granularity="channel", scope="global", include=["0.weight", "3.weight"])
     dead = [(model[i].weight.flatten(1) == 0).all(dim=1).sum().item() for i in (0, 3)]
     assert sum(dead) == 12
 
@@ -226,7 +226,7 @@ def test_custom_scores_of_the_wrong_shape_are_refused():
 
 def test_report_counts_and_serialises():
     model = convnet()
-    report = sc.prune(model, 0.5, pattern="channel", include="6.weight")
+    report = sc.prune(model, 0.5, granularity="channel", include="6.weight")
     (layer,) = report.layers
     assert (layer.groups, layer.groups_pruned) == (32, 16)
     assert layer.zeros_after == 16 * 256 and layer.zeros_before == 0
@@ -284,7 +284,7 @@ def test_unknown_method_and_pattern_and_scope_are_refused():
     with pytest.raises(sc.PruningError, match="unknown criterion"):
         sc.prune(model, 0.5, method="telepathy")
     with pytest.raises(sc.PruningError, match="unknown pattern"):
-        sc.prune(model, 0.5, pattern="diagonal")
+        sc.prune(model, 0.5, granularity="diagonal")
     with pytest.raises(sc.PruningError, match="scope"):
         sc.prune(model, 0.5, scope="universe")
     with pytest.raises(sc.PruningError, match="give an amount"):
@@ -295,13 +295,13 @@ def test_unknown_method_and_pattern_and_scope_are_refused():
 def test_structured_on_one_dimensional_tensor_is_refused():
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
     with pytest.raises(sc.PruningError, match="at least 2 dims"):
-        sc.prune_targets([sc.Target("0", "bias", model[0])], 0.5, pattern="channel")
+        sc.prune_targets([sc.Target("0", "bias", model[0])], 0.5, granularity="channel")
 
 
 def test_ln_norm_orders_and_linf():
     model = convnet()
     weight = model[6].weight.detach().clone()
-    sc.prune(model, 0.25, pattern="channel", method=sc.LnNorm("inf"), include="6.weight")
+    sc.prune(model, 0.25, granularity="channel", method=sc.LnNorm("inf"), include="6.weight")
     dead = (model[6].weight == 0).all(dim=1)
     expected = torch.topk(weight.abs().amax(dim=1), 8, largest=False).indices
     assert set(dead.nonzero().flatten().tolist()) == set(expected.tolist())
@@ -311,7 +311,7 @@ def test_ln_norm_orders_and_linf():
 
 def test_summary_reports_layers_zero_rows_and_totals():
     model = convnet()
-    sc.prune(model, 0.5, pattern="channel", include="3.weight")
+    sc.prune(model, 0.5, granularity="channel", include="3.weight")
     table = sc.summary(model)
     row = table.row("3.weight")
     assert row.zero_rows == pytest.approx(0.5) and row.zero_cols == 0.0 and row.masked

@@ -156,7 +156,7 @@ def test_global_scope_prunes_what_a_brute_force_sort_of_all_weights_prunes(seed,
 
 
 @SETTINGS
-@given(seed=st.integers(0, 2**16), a1=st.floats(0, 1), a2=st.floats(0, 1), pattern=st.sampled_from(["unstructured", "out", "in"]))
+@given(seed=st.integers(0, 2**16), a1=st.floats(0, 1), a2=st.floats(0, 1), granularity=st.sampled_from(["unstructured", "out", "in"]))
 def test_absolute_amounts_are_targets_and_relative_ones_fractions_of_what_remains(seed, a1, a2, pattern):
     def pruned_groups(model):
         layer = model[0]
@@ -168,8 +168,8 @@ def test_absolute_amounts_are_targets_and_relative_ones_fractions_of_what_remain
 
     absolute, relative = mlp(seed, False), mlp(seed, False)
     for model, mode in ((absolute, "absolute"), (relative, "relative")):
-        sc.prune(model, a1, pattern=pattern, include="0.weight", mode=mode)
-        sc.prune(model, a2, pattern=pattern, include="0.weight", mode=mode)
+        sc.prune(model, a1, granularity=pattern, include="0.weight", mode=mode)
+        sc.prune(model, a2, granularity=pattern, include="0.weight", mode=mode)
     zeros, groups = pruned_groups(absolute)
     assert zeros == max(round(a1 * groups), round(a2 * groups))
     zeros, groups = pruned_groups(relative)
@@ -211,7 +211,7 @@ def test_counts_are_exact_for_fractions_and_ints(n, amount, count):
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 2**31), pattern=st.sampled_from(["unstructured", "out", "in", "2:4"]), scope=st.sampled_from(["local", "global"]))
+@given(seed=st.integers(0, 2**31), granularity=st.sampled_from(["unstructured", "out", "in", "2:4"]), scope=st.sampled_from(["local", "global"]))
 def test_random_criterion_is_reproducible_from_a_seed_or_torch_manual_seed(seed, pattern, scope):
     assume(not (pattern == "2:4" and scope == "global"))
     amount = None if pattern == "2:4" else 0.5
@@ -219,12 +219,12 @@ def test_random_criterion_is_reproducible_from_a_seed_or_torch_manual_seed(seed,
     runs = []
     for _ in range(2):
         model = copy.deepcopy(base)
-        sc.prune(model, amount, method="random", seed=seed, pattern=pattern, scope=scope, include_output=True)
+        sc.prune(model, amount, method="random", seed=seed, granularity=pattern, scope=scope, include_output=True)
         runs.append(pruned(model))
     for _ in range(2):
         model = copy.deepcopy(base)
         torch.manual_seed(seed)
-        sc.prune(model, amount, method="random", pattern=pattern, scope=scope, include_output=True)
+        sc.prune(model, amount, method="random", granularity=pattern, scope=scope, include_output=True)
         runs.append(pruned(model))
     for name in runs[0]:
         assert torch.equal(runs[0][name], runs[1][name])
@@ -232,12 +232,12 @@ def test_random_criterion_is_reproducible_from_a_seed_or_torch_manual_seed(seed,
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 2**16), ties=st.booleans(), pattern=st.sampled_from(["unstructured", "out", "in", "2:4"]))
+@given(seed=st.integers(0, 2**16), ties=st.booleans(), granularity=st.sampled_from(["unstructured", "out", "in", "2:4"]))
 def test_deterministic_criteria_give_the_same_masks_every_time(seed, ties, pattern):
     amount = None if pattern == "2:4" else 0.4
     a, b = convnet(seed, ties), convnet(seed, ties)
-    sc.prune(a, amount, pattern=pattern, include_output=True)
-    sc.prune(b, amount, pattern=pattern, include_output=True)
+    sc.prune(a, amount, granularity=pattern, include_output=True)
+    sc.prune(b, amount, granularity=pattern, include_output=True)
     for (name, x), y in zip(pruned(a).items(), pruned(b).values()):
         assert torch.equal(x, y), name
 
@@ -255,7 +255,7 @@ def test_n_m_blocks_along_the_input_dim_keep_at_most_n(seed, ties, nm, first):
             module.weight.copy_(weights(tuple(module.weight.shape), seed + i, ties))
     sc.prune(model, first, types=[nn.Linear, nn.Conv2d, nn.Conv1d], include_output=True)
     before = {k: v.clone() for k, v in pruned(model).items()}
-    sc.prune(model, pattern=f"{n}:{m}", types=[nn.Linear, nn.Conv2d, nn.Conv1d], include_output=True)
+    sc.prune(model, granularity=f"{n}:{m}", types=[nn.Linear, nn.Conv2d, nn.Conv1d], include_output=True)
     after = pruned(model)
     for name, module in model.named_children():
         nonzero = (module.weight != 0).movedim(1, -1).reshape(-1, m)
@@ -268,11 +268,11 @@ def test_n_m_blocks_along_the_input_dim_keep_at_most_n(seed, ties, nm, first):
 
 
 @SETTINGS
-@given(seed=st.integers(0, 2**16), ties=st.booleans(), pattern=st.sampled_from(["out", "in"]), amount=st.floats(0, 1), scope=st.sampled_from(["local", "global"]))
+@given(seed=st.integers(0, 2**16), ties=st.booleans(), granularity=st.sampled_from(["out", "in"]), amount=st.floats(0, 1), scope=st.sampled_from(["local", "global"]))
 def test_structured_pruning_zeroes_whole_rows_or_columns_and_leaves_the_rest(seed, ties, pattern, amount, scope):
     model = convnet(seed, ties)
     original = copy.deepcopy(model)
-    sc.prune(model, amount, pattern=pattern, scope=scope, include_output=True)
+    sc.prune(model, amount, granularity=pattern, scope=scope, include_output=True)
     for (name, module), (_, before) in zip(model.named_children(), original.named_children()):
         if not hasattr(module, "weight"):
             continue
@@ -283,12 +283,12 @@ def test_structured_pruning_zeroes_whole_rows_or_columns_and_leaves_the_rest(see
 
 
 @SETTINGS
-@given(seed=st.integers(0, 2**16), ties=st.booleans(), amount=st.one_of(st.floats(0, 1), st.integers(0, 40)), pattern=st.sampled_from(["unstructured", "out", "in"]))
+@given(seed=st.integers(0, 2**16), ties=st.booleans(), amount=st.one_of(st.floats(0, 1), st.integers(0, 40)), granularity=st.sampled_from(["unstructured", "out", "in"]))
 def test_global_scope_on_one_tensor_equals_local_scope(seed, ties, amount, pattern):
     assume(pattern == "unstructured" or isinstance(amount, float) or amount <= 5)  # 1.weight is 5x9
     local, pooled = mlp(seed, ties), mlp(seed, ties)
-    sc.prune(local, amount, pattern=pattern, include="1.weight", scope="local")
-    sc.prune(pooled, amount, pattern=pattern, include="1.weight", scope="global")
+    sc.prune(local, amount, granularity=pattern, include="1.weight", scope="local")
+    sc.prune(pooled, amount, granularity=pattern, include="1.weight", scope="global")
     assert torch.equal(local[1].weight_mask, pooled[1].weight_mask)
 
 
@@ -324,7 +324,7 @@ def test_pruned_weights_are_never_revived(seed, ties, steps):
             scope, amount = "local", None
         if scope == "row" and pattern != "unstructured":
             scope = "local"
-        sc.prune(model, amount, pattern=pattern, scope=scope, mode=mode, method=method, seed=seed, include_output=True)
+        sc.prune(model, amount, granularity=pattern, scope=scope, mode=mode, method=method, seed=seed, include_output=True)
         now = pruned(model)
         for name, was in seen.items():
             assert bool((now[name] >= was).all()), f"{name} revived after {pattern}/{scope}/{mode}"
@@ -345,8 +345,8 @@ BAD_CALLS = {
     "negative count": lambda m: sc.prune(m, -3),
     "count above a tensor": lambda m: sc.prune(m, 10_000),
     "global count above all": lambda m: sc.prune(m, 10_000, scope="global"),
-    "N:M with an amount": lambda m: sc.prune(m, 0.5, pattern="2:4"),
-    "unknown pattern": lambda m: sc.prune(m, 0.5, pattern="diagonal"),
+    "N:M with an amount": lambda m: sc.prune(m, 0.5, granularity="2:4"),
+    "unknown pattern": lambda m: sc.prune(m, 0.5, granularity="diagonal"),
     "unknown scope": lambda m: sc.prune(m, 0.5, scope="everywhere"),
     "unknown criterion": lambda m: sc.prune(m, 0.5, method="oracle"),
     "per-layer pattern that matches nothing": lambda m: sc.prune(m, 0.5, per_layer={"nothing.*": 0.2}),

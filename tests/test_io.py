@@ -23,7 +23,6 @@ from secateurs.storage.directory import (
     atomic_file,
     decode_state_dict,
     encode_state_dict,
-
     read_manifest,
     read_weights,
     save_pruned,

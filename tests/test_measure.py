@@ -61,7 +61,7 @@ def test_macs_are_half_the_counted_flops_for_linear_and_conv() -> None:
 def test_nonzero_macs_scale_with_weight_density() -> None:
     model = mlp()
     inputs = (torch.randn(3, 10),)
-    sc.prune(model, 0.5, include="0", pattern="unstructured")  # first layer only, half its weights
+    sc.prune(model, 0.5, include="0", granularity="unstructured")  # first layer only, half its weights
     counts = mac_counts(model, inputs)
     assert counts.dense == count_macs(model, inputs) == 3 * (200 + 100)
     assert counts.nonzero == count_nonzero_macs(model, inputs) == 3 * (100 + 100)

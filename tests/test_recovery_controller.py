@@ -82,10 +82,10 @@ def test_state_dict_round_trip_and_schedule_mismatch():
 
 
 def test_bad_controller_options_are_refused():
-    with pytest.raises(PruningError, match="structured pattern"):
+    with pytest.raises(PruningError, match="structured granularity"):
         PruningController(mlp(), OneShot(0.5), shrink=True)
     with pytest.raises(PruningError, match="example_inputs"):
-        PruningController(mlp(), OneShot(0.5), pattern="channel", shrink=True)
+        PruningController(mlp(), OneShot(0.5), granularity="channel", shrink=True)
     with pytest.raises(PruningError, match="unit"):
         PruningController(mlp(), OneShot(0.5), unit="batch")
     with pytest.raises(PruningError, match="Schedule"):
@@ -140,7 +140,7 @@ def test_shrinking_between_cycles_rebuilds_the_optimizer_and_resumes(tmp_path):
     model = mlp()
     x, y = toy_data()
     schedule = Iterative(0.5, amount=0.25, every=1, begin=1)
-    controller = PruningController(model, schedule, unit="epoch", pattern="channel", shrink=shrink_hidden)
+    controller = PruningController(model, schedule, unit="epoch", granularity="channel", shrink=shrink_hidden)
     result = fit(model, (x, y), epochs=3, controller=controller, eval_data=(x, y), lr=1e-2, batch_size=64,
                  checkpoint_dir=tmp_path)
     assert [e.shrunk for e in result.events] == [True, True]
@@ -149,7 +149,7 @@ def test_shrinking_between_cycles_rebuilds_the_optimizer_and_resumes(tmp_path):
     assert params[0] > params[1] > params[2]
     # the checkpoint holds the shrunk architecture; a resumed run picks it up and carries on
     assert CheckpointManager(tmp_path).load()["module"] is not None
-    fresh = PruningController(mlp(), schedule, unit="epoch", pattern="channel", shrink=shrink_hidden)
+    fresh = PruningController(mlp(), schedule, unit="epoch", granularity="channel", shrink=shrink_hidden)
     resumed = fit(fresh.model, (x, y), epochs=4, controller=fresh, eval_data=(x, y), lr=1e-2, batch_size=64,
                   checkpoint_dir=tmp_path)
     assert resumed.resumed_from is not None and len(resumed.history) == 4
@@ -196,14 +196,14 @@ def test_shrink_true_uses_secateurs_structural_between_cycles(tmp_path):
     x = torch.randn(128, 1, 8)
     y = (x.mean(dim=(1, 2)) > 0).long() + (x[:, 0, 0] > 1).long()
     schedule = Iterative(0.5, amount=0.25, every=1, begin=1)
-    controller = PruningController(model, schedule, unit="epoch", pattern="channel", shrink=True, example_inputs=x[:2])
+    controller = PruningController(model, schedule, unit="epoch", granularity="channel", shrink=True, example_inputs=x[:2])
     result = fit(model, (x, y), epochs=3, controller=controller, eval_data=(x, y), batch_size=32, checkpoint_dir=tmp_path)
     assert [e.shrunk for e in result.events] == [True, True]
     assert result.model[0].out_channels == 8 and result.model[3].out_channels == 8
     params = [log.params for log in result.history]
     assert params[0] > params[1] > params[2]
     assert result.accuracy_pruned is not None
-    fresh = PruningController(conv_net(), schedule, unit="epoch", pattern="channel", shrink=True, example_inputs=x[:2])
+    fresh = PruningController(conv_net(), schedule, unit="epoch", granularity="channel", shrink=True, example_inputs=x[:2])
     resumed = fit(fresh.model, (x, y), epochs=4, controller=fresh, batch_size=32, checkpoint_dir=tmp_path)
     assert resumed.model[0].out_channels == 8 and resumed.steps == 16
 

@@ -69,4 +69,4 @@ def test_callback_refuses_shrinking():
     from secateurs.errors import PruningError
 
     with pytest.raises(PruningError, match="owns its optimizer"):
-        PruningCallback(Gradual(0.5, end=4), pattern="channel", shrink=True)
+        PruningCallback(Gradual(0.5, end=4), granularity="channel", shrink=True)

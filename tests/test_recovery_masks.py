@@ -37,11 +37,11 @@ def assert_pruned_are_zero(model: nn.Module) -> int:
     return count
 
 
-def train_with_schedule(make_optimizer, *, pattern="unstructured", clip=None, autocast=False, steps=16):
+def train_with_schedule(make_optimizer, *, granularity="unstructured", clip=None, autocast=False, steps=16):
     torch.manual_seed(0)
     model = small_cnn()
     x, y = torch.randn(32, 1, 12), torch.randint(0, 4, (32,))
-    controller = PruningController(model, Gradual(0.75, begin=2, end=10, frequency=2), unit="step", pattern=pattern)
+    controller = PruningController(model, Gradual(0.75, begin=2, end=10, frequency=2), unit="step", granularity=granularity)
     optimizer = make_optimizer(model.parameters())
     controller.start()
     start = [p.detach().clone() for p in model.parameters()]
@@ -73,7 +73,7 @@ def test_masks_hold_with_gradient_clipping_and_cpu_autocast():
 
 
 def test_structured_masks_hold_whole_channels_at_zero():
-    model = train_with_schedule(OPTIMIZERS["sgd-momentum-nesterov-wd"], pattern="channel")
+    model = train_with_schedule(OPTIMIZERS["sgd-momentum-nesterov-wd"], granularity="channel")
     conv = model[0]
     rows = conv.weight.detach().flatten(1).abs().sum(1)
     assert int((rows == 0).sum()) == 6  # 75% of 8 filters

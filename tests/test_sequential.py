@@ -122,7 +122,7 @@ def test_walk_holds_one_block_of_activations_and_never_runs_the_whole_model() ->
 
 def test_llama_gqa_rmsnorm_rotary_gated_mlp_end_to_end() -> None:
     ids = token_ids()
-    for options in ({"method": "wanda", "amount": 0.5}, {"method": "sparsegpt", "pattern": "2:4"},
+    for options in ({"method": "wanda", "amount": 0.5}, {"method": "sparsegpt", "granularity": "2:4"},
                     {"method": "taylor", "amount": 0.5}, {"method": "sparsegpt", "amount": 0.6, "allocation": "owl"}):
         model = tiny_llama()
         report = prune_with_data(model, ids, progress=False, batch_size=4, device="cpu", **options)
@@ -134,7 +134,7 @@ def test_llama_gqa_rmsnorm_rotary_gated_mlp_end_to_end() -> None:
         assert {s.name for s in report.skipped} >= {"lm_head.weight", "model.embed_tokens.weight"}
         with torch.no_grad():
             assert torch.isfinite(model(input_ids=ids).logits).all()
-        if options.get("pattern") == "2:4":
+        if options.get("granularity") == "2:4":
             for layer in report.layers:
                 module = model.get_submodule(layer.name.rsplit(".", 1)[0])
                 assert torch.all(sc.get_mask(module, "weight").view(module.weight.shape[0], -1, 4).sum(-1) == 2)
@@ -157,8 +157,8 @@ def test_bad_requests_leave_the_model_untouched() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ids = token_ids()
     bad = [
-        dict(method="wanda", pattern="2:4", amount=0.5),
-        dict(method="sparsegpt", pattern="2:4", allocation="owl"),
+        dict(method="wanda", granularity="2:4", amount=0.5),
+        dict(method="sparsegpt", granularity="2:4", allocation="owl"),
         dict(method="nope", amount=0.5),
         dict(method="sparsegpt", amount=0.5, scope="row"),
         dict(method="wanda", amount=0.5, scope="global"),

@@ -290,7 +290,7 @@ def test_unstructured_masks_are_sliced_with_the_weights():
 def test_ignore_round_to_min_keep_and_per_layer():
     x = torch.randn(1, 3, 8, 8)
     model = randomise_norms(Concat())
-    shrink(model, x, amount=0.5, ignore=["b"])
+    shrink(model, x, amount=0.5, exclude=["b"])
     assert model.b[0].out_channels == 12 and model.a[0].out_channels == 4
     model = randomise_norms(Concat())
     shrink(model, x, amount=0.9, round_to=4, min_keep=2)

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from secateurs.structural import shrink
 from secateurs import load_pruned, save_pruned
+from secateurs.structural import shrink
 
 pytestmark = pytest.mark.xdist_group("structural")
 torchvision = pytest.importorskip("torchvision")

@@ -68,7 +68,7 @@ def test_wanda_n_m_masks_are_valid(n: int, m: int) -> None:
     with stats.watch([model[0]]), torch.no_grad():
         model(torch.randn(32, 16))
     scores = Wanda(stats).score(model[0].weight, Target("0", "weight", model[0])).view(8, -1, m)
-    sc.prune(model, method="wanda", stats=stats, pattern=f"{n}:{m}", include="0")
+    sc.prune(model, method="wanda", stats=stats, granularity=f"{n}:{m}", include="0")
     mask = sc.get_mask(model[0], "weight").view(8, -1, m)
     assert torch.all(mask.sum(-1) == n)
     # every kept weight outscores every pruned weight of its block
@@ -98,7 +98,7 @@ def test_activation_ranks_input_columns_by_rms() -> None:
     target = Target("0", "weight", model[0])
     scores = Activation(stats).score(model[0].weight, target)
     torch.testing.assert_close(scores[0], torch.tensor([0.1, 2.0, 1.0, 0.2]))
-    sc.prune(model, 2, method="activation", stats=stats, pattern="in", include="0")
+    sc.prune(model, 2, method="activation", stats=stats, granularity="in", include="0")
     assert torch.equal(sc.get_mask(model[0], "weight")[0], torch.tensor([False, True, True, False]))
 
 
@@ -162,7 +162,7 @@ def test_activation_scores_drive_structural_head_and_neuron_removal() -> None:
     kept_before = output.weight[:, [i for i in range(16) if i not in quiet]].clone()
     example = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     criterion = Activation(stats, missing="zero")
-    structural.shrink(model, example, 0.25, granularity="channel", method=criterion, ignore=["*.attention.*"])
+    structural.shrink(model, example, 0.25, granularity="channel", method=criterion, exclude=["*.attention.*"])
     assert output.weight.shape == (32, 12)
     torch.testing.assert_close(output.weight, kept_before)  # exactly the quiet neurons went
     structural.shrink(model, example, 0.25, granularity="head", method=criterion)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from secateurs.core.engine import PruneReport, check_amount, prune
-from secateurs.core.patterns import NM, Structured, parse_pattern
+from secateurs.core.patterns import NM, parse_pattern
 from secateurs.errors import PruningError, SecateursError
 from secateurs.measure import Measurements, measure
 from secateurs.sources.loading import LoadedModel, ModelSpecError, available_sources, load_model, parse_input_shape
@@ -476,18 +476,13 @@ def _measure_before(run: PruneRun) -> None:
 
 
 def _criterion(args: argparse.Namespace) -> Any:
-    """The criterion asked for; for global structured pruning, scores relative to their layer."""
+    """The criterion asked for, with its options."""
     from secateurs.core.criteria import get_criterion
 
     options: dict[str, Any] = {"n": args.norm} if args.method in ("ln", "norm") else {}
     if args.seed is not None:
         options["seed"] = args.seed
-    criterion = get_criterion(args.method, **options)
-    if args.scope == "global" and (args.shrink or isinstance(parse_pattern(args.granularity), Structured)):
-        from secateurs.core.criteria import LayerNormalized
-
-        criterion = LayerNormalized(criterion)
-    return criterion
+    return get_criterion(args.method, **options)
 
 
 def _prune(run: PruneRun) -> None:
@@ -497,7 +492,7 @@ def _prune(run: PruneRun) -> None:
         run.model,
         args.amount,
         method=criterion,
-        pattern=args.granularity,
+        granularity=args.granularity,
         scope=args.scope,
         include=args.include,
         exclude=args.exclude,
@@ -559,7 +554,7 @@ def _prune_with_data(run: PruneRun) -> None:
         _calibration(run),
         args.amount,
         method=args.method,
-        pattern=args.granularity,
+        granularity=args.granularity,
         allocation=args.allocation,
         scope=args.scope if args.scope == "global" else None,
         include=args.include,
@@ -660,7 +655,7 @@ def _recover(run: PruneRun) -> None:
         epochs=args.finetune,
         schedule=args.schedule,
         method=criterion,
-        pattern=args.granularity,
+        granularity=args.granularity,
         scope=args.scope,
         example_inputs=loaded.example_inputs,
         distill=args.distill,

@@ -21,6 +21,10 @@ import torch
 from secateurs.core.targets import Target
 from secateurs.errors import PruningError
 
+#: The criterion every pruning call uses when none is named (prune, shrink, prune_with_data's magnitude
+#: baseline, recovery and the CLI): the weight magnitude, |w| summed over a structured unit.
+DEFAULT_CRITERION = "magnitude"
+
 ScoreFn = Callable[..., torch.Tensor]
 
 
@@ -241,3 +245,11 @@ class LayerNormalized(Criterion):
 
     def __repr__(self) -> str:
         return f"LayerNormalized({self.base!r})"
+
+
+def normalized_for_global(criterion: Criterion, normalize_scores: bool) -> Criterion:
+    """``criterion`` wrapped in :class:`LayerNormalized` when asked (and not wrapped already): the one rule
+    by which global structured ranking (``prune``, ``shrink``, the CLI and the demo) compares layers."""
+    if normalize_scores and not isinstance(criterion, LayerNormalized):
+        return LayerNormalized(criterion)
+    return criterion

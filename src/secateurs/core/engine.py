@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from secateurs.core.criteria import Criterion, get_criterion
+from secateurs.core.criteria import DEFAULT_CRITERION, Criterion, get_criterion, normalized_for_global
 from secateurs.core.masks import MASK_SUFFIX, get_mask, set_mask
 from secateurs.core.patterns import NM, Pattern, Structured, Unstructured, parse_pattern
 from secateurs.core.ranking import StreamedScores, TensorScores, prune_lowest
@@ -62,7 +62,7 @@ class PruneReport:
     """What one pruning call did: per-layer results, what was skipped, and totals over the pruned layers."""
 
     method: str
-    pattern: str
+    granularity: str
     scope: str
     mode: str
     layers: list[LayerReport] = field(default_factory=list)
@@ -83,7 +83,7 @@ class PruneReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
-            "pattern": self.pattern,
+            "granularity": self.granularity,
             "scope": self.scope,
             "mode": self.mode,
             "params": self.params,
@@ -280,7 +280,7 @@ def plan_masks(
         if amount is not None:
             amount = check_amount(amount)
     if scope == "row" and not isinstance(pattern, Unstructured):
-        raise PruningError("scope='row' ranks weights within each output row; it needs pattern='unstructured'")
+        raise PruningError("scope='row' ranks weights within each output row; it needs granularity='unstructured'")
     if scope == "global" and not pattern.supports_global:
         raise PruningError(f"{pattern!r} cannot rank across tensors; use scope='local'")
     for target in targets:
@@ -352,17 +352,20 @@ def prune_targets(
     targets: Sequence[Target],
     amount: Amount | None = None,
     *,
-    method: str | Criterion = "magnitude",
-    pattern: str | Pattern = "unstructured",
+    method: str | Criterion = DEFAULT_CRITERION,
+    granularity: str | Pattern = "unstructured",
     scope: Scope = "local",
     mode: Mode = "absolute",
     per_layer: Mapping[str, Amount] | None = None,
+    normalize_scores: bool = True,
     skipped: Iterable[Skipped] = (),
     **criterion_options: Any,
 ) -> PruneReport:
     """Prune given targets: validate all, plan all, then write. The model is unchanged on any error."""
+    pattern_obj = parse_pattern(granularity)
     criterion = get_criterion(method, **criterion_options)
-    pattern_obj = parse_pattern(pattern)
+    global_structured = scope == "global" and isinstance(pattern_obj, Structured)
+    criterion = normalized_for_global(criterion, normalize_scores and global_structured)
     for target in targets:
         validate_target(target)
     zeros_before = {t.name: _zeros(t.param) for t in targets}
@@ -370,7 +373,7 @@ def prune_targets(
     apply_plan(plan)
     report = PruneReport(
         method=getattr(criterion, "name", "") or type(criterion).__name__,
-        pattern=repr(pattern_obj),
+        granularity=repr(pattern_obj),
         scope=scope,
         mode=mode,
         skipped=list(skipped),
@@ -396,10 +399,11 @@ def prune(
     model: nn.Module,
     amount: Amount | None = None,
     *,
-    method: str | Criterion = "magnitude",
-    pattern: str | Pattern = "unstructured",
+    method: str | Criterion = DEFAULT_CRITERION,
+    granularity: str | Pattern = "unstructured",
     scope: Scope = "local",
     mode: Mode = "absolute",
+    normalize_scores: bool = True,
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
     types: Sequence[ModuleType] | None = None,
@@ -413,8 +417,10 @@ def prune(
     """Prune ``model`` in place with masks and return a report.
 
     ``method`` names a criterion (``"magnitude"``, ``"l2"``, ``"random"``, ...) or is a
-    :class:`~secateurs.criteria.Criterion`; ``pattern`` is ``"unstructured"``, ``"channel"``/``"out"``,
-    ``"in"``, ``"structured:DIM"`` or ``"N:M"``; ``seed`` seeds random criteria. See the module
+    :class:`~secateurs.criteria.Criterion`; ``granularity`` is ``"unstructured"``, ``"channel"``/``"out"``,
+    ``"in"``, ``"structured:DIM"`` or ``"N:M"``; ``seed`` seeds random criteria. With ``scope="global"`` and a
+    structured granularity, ``normalize_scores`` (default) divides each unit's score by its layer's mean unit
+    score before ranking, so layers of different fan-in compete fairly; ``False`` ranks raw scores. See the module
     docstring for amounts, modes and scopes, and :func:`secateurs.selection.select` for selection.
     """
     selection: Selection = select(
@@ -428,7 +434,7 @@ def prune(
     )
     if seed is not None:
         criterion_options["seed"] = seed
-    pattern_obj = parse_pattern(pattern)
+    pattern_obj = parse_pattern(granularity)
     targets, skipped = list(selection.targets), list(selection.skipped)
     if isinstance(pattern_obj, (NM, Structured)):
         usable = []
@@ -445,10 +451,11 @@ def prune(
         targets,
         amount,
         method=method,
-        pattern=pattern_obj,
+        granularity=pattern_obj,
         scope=scope,
         mode=mode,
         per_layer=per_layer,
+        normalize_scores=normalize_scores,
         skipped=skipped,
         **criterion_options,
     )

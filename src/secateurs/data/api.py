@@ -2,7 +2,7 @@
 
     import secateurs
     report = secateurs.prune_with_data(model, "notes.txt", amount=0.5, method="wanda")
-    report = secateurs.prune_with_data(model, "english", method="sparsegpt", pattern="2:4")
+    report = secateurs.prune_with_data(model, "english", method="sparsegpt", granularity="2:4")
     report = secateurs.prune_with_data(model, texts, amount=0.7, method="wanda", allocation="owl")
 
 Wanda and SparseGPT walk the model block by block (:mod:`secateurs.sequential`): each block's layer
@@ -194,7 +194,7 @@ def prune_with_data(
     amount: float | None = None,
     *,
     method: str = "wanda",
-    pattern: str | Pattern = "unstructured",
+    granularity: str | Pattern = "unstructured",
     allocation: str = "uniform",
     scope: str | None = None,
     include: str | Iterable[str] | None = None,
@@ -226,7 +226,7 @@ def prune_with_data(
     there while it is processed. Bad requests raise before the model is touched.
     """
     started = time.perf_counter()
-    pattern_obj = parse_pattern(pattern)
+    pattern_obj = parse_pattern(granularity)
     scope = _check_request(method, pattern_obj, amount, allocation, scope)
     plan = _plan(model, method, pattern_obj, include, exclude)
     needs_data = method != "magnitude" or allocation == "owl"
@@ -246,7 +246,7 @@ def prune_with_data(
         amounts = {i: amount for i in indices}
 
     report = DataPruneReport(
-        method=method, pattern=repr(pattern_obj), scope=scope or "column blocks", mode="absolute", skipped=plan.skipped,
+        method=method, granularity=repr(pattern_obj), scope=scope or "column blocks", mode="absolute", skipped=plan.skipped,
         allocation=allocation, calibration=data.description if data is not None else "",
         block_amounts={f"{plan.block_name}.{i}": a for i, a in amounts.items() if a is not None},
     )
@@ -257,11 +257,11 @@ def prune_with_data(
             criterion = Taylor(accumulate_gradients(model, data, params, loss_fn))  # type: ignore[arg-type]
         if scope == "global":
             targets = [t for i in indices for t in plan.by_block[i]]
-            report.layers += prune_targets(targets, amount, method=criterion, pattern=pattern_obj, scope="global").layers
+            report.layers += prune_targets(targets, amount, method=criterion, granularity=pattern_obj, scope="global").layers
         else:
             for i in indices:
                 report.layers += prune_targets(
-                    plan.by_block[i], amounts[i], method=criterion, pattern=pattern_obj, scope=scope  # type: ignore[arg-type]
+                    plan.by_block[i], amounts[i], method=criterion, granularity=pattern_obj, scope=scope  # type: ignore[arg-type]
                 ).layers
     else:
         desc = f"{method} blocks"
@@ -275,7 +275,7 @@ def prune_with_data(
             else:
                 criterion = Wanda(stats) if method == "wanda" else Activation(stats)
                 report.layers += prune_targets(
-                    targets, amounts[step.index], method=criterion, pattern=pattern_obj, scope=scope  # type: ignore[arg-type]
+                    targets, amounts[step.index], method=criterion, granularity=pattern_obj, scope=scope  # type: ignore[arg-type]
                 ).layers
             stats.release(t.module for t in targets)
     report.seconds = time.perf_counter() - started

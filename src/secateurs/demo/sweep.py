@@ -1,7 +1,7 @@
 """The demo: the seed articles' core experiment on a CNN trained here, in about a minute on a CPU.
 
 A small CNN is trained on a data set that ships with a package (scikit-learn's digits by default;
-see :mod:`secateurs.datasets`) and cached under :func:`secateurs.io.cache_dir`. A copy of it is then
+see :mod:`secateurs.demo.datasets`) and cached under :func:`secateurs.storage.directory.cache_dir`. A copy of it is then
 pruned with random unstructured, L1 unstructured, random structured and L2 structured pruning, at
 ratios 0.1 to 0.9, locally (each layer loses the same fraction) and globally (one ranking over all
 layers), and every pruned copy is evaluated for test accuracy, nonzero parameters, size on disk and
@@ -10,7 +10,7 @@ latency. The output layer is never pruned (secateurs' default selection).
 Global structured ranking needs comparable scores. Filter norms of layers of different sizes are not
 (a 3x3x32 filter has a larger L2 norm than a 3x3x1 one for the same per-weight magnitude), so for
 global structured pruning each group's score is divided by the mean group score of its layer
-(:class:`secateurs.criteria.LayerNormalized`): a filter is ranked by how weak it is *within its layer*.
+(``normalize_scores=True``, the default of :func:`secateurs.prune` and :func:`secateurs.shrink`): a filter is ranked by how weak it is *within its layer*.
 
 Structured pruning here is masked: whole output channels become zero but keep their place, so size on
 disk (sparse format) shrinks while latency does not. Physically removing the channels is the job of
@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from secateurs.core.criteria import Criterion, LayerNormalized, get_criterion
+from secateurs.core.criteria import Criterion, get_criterion
 from secateurs.core.engine import prune
 from secateurs.core.summary import summary
 from secateurs.demo.datasets import Dataset, load_dataset
@@ -57,13 +57,13 @@ class DemoMethod:
 
     label: str
     criterion: str
-    pattern: str
+    granularity: str
     #: Remove the pruned channels physically (secateurs.structural.shrink) instead of masking them.
     shrink: bool = False
 
     @property
     def structured(self) -> bool:
-        return self.pattern != "unstructured"
+        return self.granularity != "unstructured"
 
 
 METHODS = (
@@ -250,8 +250,6 @@ def prune_copy(
 ) -> nn.Module:
     """A pruned deep copy of ``model``; the original is untouched. Shrinking traces ``example_inputs``."""
     criterion: Criterion = get_criterion(method.criterion, seed=seed)
-    if method.structured and scope == "global":
-        criterion = LayerNormalized(criterion)
     pruned = copy.deepcopy(model)
     if method.shrink:
         from secateurs.structural import shrink
@@ -260,7 +258,7 @@ def prune_copy(
             raise ValueError(f"{method.label} traces the model: pass example_inputs")
         shrink(pruned, example_inputs, ratio, method=criterion, scope=scope)  # type: ignore[arg-type]
     else:
-        prune(pruned, ratio, method=criterion, pattern=method.pattern, scope=scope)  # type: ignore[arg-type]
+        prune(pruned, ratio, method=criterion, granularity=method.granularity, scope=scope)  # type: ignore[arg-type]
     return pruned
 
 

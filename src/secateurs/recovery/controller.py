@@ -64,7 +64,7 @@ def count_parameters(model: nn.Module) -> int:
 class PruningController:
     """Prunes ``model`` following ``schedule``; positions count ``unit``s (``"epoch"`` or ``"step"``).
 
-    ``method``, ``pattern``, ``scope`` and ``**options`` (``include``, ``exclude``, ``per_layer``, criterion
+    ``method``, ``granularity``, ``scope`` and ``**options`` (``include``, ``exclude``, ``per_layer``, criterion
     options...) go to :func:`secateurs.prune` at each event (to :func:`secateurs.structural.shrink` when
     shrinking: ``ignore``, ``round_to``, ``min_keep``...). ``method="movement"`` starts accumulating
     movement scores at :meth:`start`. ``shrink=True`` (structured patterns) physically removes pruned
@@ -82,7 +82,7 @@ class PruningController:
         *,
         unit: Unit = "epoch",
         method: str | Criterion = "magnitude",
-        pattern: str = "unstructured",
+        granularity: str = "unstructured",
         scope: str = "local",
         shrink: bool | ShrinkFn = False,
         example_inputs: Any = None,
@@ -93,12 +93,12 @@ class PruningController:
             raise PruningError(f"schedule must be a Schedule (OneShot, Iterative, Gradual), got {type(schedule).__name__}")
         if unit not in ("epoch", "step"):
             raise PruningError(f"unit must be 'epoch' or 'step', got {unit!r}")
-        pattern_obj = parse_pattern(pattern)
+        pattern_obj = parse_pattern(granularity)
         if shrink and not isinstance(pattern_obj, Structured):
-            raise PruningError(f"shrink=True removes whole channels; it needs a structured pattern such as 'channel', not {pattern!r}")
+            raise PruningError(f"shrink=True removes whole channels; it needs a structured granularity such as 'channel', not {granularity!r}")
         if isinstance(pattern_obj, NM) and len(schedule.events()) != 1:
             raise PruningError(
-                f"N:M ({pattern}) fixes the sparsity of every block at once; prune it one-shot, then fine-tune"
+                f"N:M ({granularity}) fixes the sparsity of every block at once; prune it one-shot, then fine-tune"
             )
         if shrink and model is not unwrap(model):
             raise PruningError(
@@ -111,7 +111,7 @@ class PruningController:
         self.schedule = schedule
         self.unit: Unit = unit
         self.method = method
-        self.pattern = pattern
+        self.granularity = granularity
         #: N:M fixes the sparsity of every block: its events prune with no amount.
         self.fixed_sparsity = isinstance(pattern_obj, NM)
         self.scope = scope
@@ -194,7 +194,7 @@ class PruningController:
                 self.tracker = self._track()  # new tensors: scores restart
         else:
             amount = None if self.fixed_sparsity else target
-            report = prune(model, amount, method=self.method, pattern=self.pattern, scope=self.scope, **self.options)  # type: ignore[arg-type]
+            report = prune(model, amount, method=self.method, granularity=self.granularity, scope=self.scope, **self.options)  # type: ignore[arg-type]
             sparsity = report.sparsity
             if is_distributed():
                 sync_masks(model)

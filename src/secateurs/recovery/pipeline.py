@@ -80,7 +80,7 @@ def recover(
     schedule: str | Schedule = "oneshot",
     unit: str | None = None,
     method: str = "magnitude",
-    pattern: str = "unstructured",
+    granularity: str = "unstructured",
     scope: str = "local",
     shrink: bool = False,
     example_inputs: Any = None,
@@ -96,12 +96,12 @@ def recover(
     """Measure ``model`` on ``test``, prune it to ``amount`` on ``schedule`` (``"oneshot"``, ``"iterative"``,
     ``"gradual"`` or a :class:`Schedule` with its ``unit``) while fine-tuning ``epochs`` on ``train``, and
     measure again. ``distill=True`` uses a copy of the dense model as teacher. ``fit_options`` go to
-    :func:`secateurs.recovery.fit` (``lr``, ``optimizer``, ``weight_decay``, ...). An N:M ``pattern``
+    :func:`secateurs.recovery.fit` (``lr``, ``optimizer``, ``weight_decay``, ...). An N:M ``granularity``
     fixes the sparsity (``amount=None``) and is pruned one-shot."""
-    nm = parse_pattern(pattern)
+    nm = parse_pattern(granularity)
     if isinstance(nm, NM):
         if amount is not None:
-            raise PruningError(f"N:M ({pattern}) fixes the sparsity at 1 - {nm.n}/{nm.m}; drop the amount")
+            raise PruningError(f"N:M ({granularity}) fixes the sparsity at 1 - {nm.n}/{nm.m}; drop the amount")
         amount = 1 - nm.n / nm.m
     elif amount is None:
         raise PruningError("give an amount (the sparsity to reach)")
@@ -120,7 +120,7 @@ def recover(
     else:
         schedule_obj = schedule
     controller = PruningController(
-        model, schedule_obj, unit=unit, method=method, pattern=pattern, scope=scope,  # type: ignore[arg-type]
+        model, schedule_obj, unit=unit, method=method, granularity=granularity, scope=scope,  # type: ignore[arg-type]
         shrink=shrink, example_inputs=example_inputs, **(prune_options or {}),
     )
     result = fit(

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from torch import nn
 
-from secateurs.core.criteria import Criterion, get_criterion
+from secateurs.core.criteria import DEFAULT_CRITERION, Criterion, get_criterion, normalized_for_global
 from secateurs.errors import PruningError, UnsupportedOperationError
 from secateurs.structural import hf
 from secateurs.structural.depth import shrink_depth
@@ -43,11 +43,12 @@ def shrink(
     amount: Amount = 0.5,
     *,
     granularity: Granularity = "channel",
-    method: str | Criterion = "l2",
+    method: str | Criterion = DEFAULT_CRITERION,
     scope: Scope = "local",
+    normalize_scores: bool = True,
     round_to: int | None = None,
     min_keep: int = 1,
-    ignore: Iterable[str | nn.Module] | None = None,
+    exclude: Iterable[str | nn.Module] | None = None,
     per_layer: Mapping[str, Amount] | None = None,
     aggregate: Aggregate = "sum",
     scored_by: ScoredBy | None = None,
@@ -62,9 +63,10 @@ def shrink(
 
     ``amount`` is the fraction (or int count) of each group's units to remove (``scope="local"``) or of all
     units ranked together (``"global"``). ``granularity``: ``"channel"`` (channels, neurons, head dims),
-    ``"head"`` (attention heads) or ``"layer"`` (whole residual blocks). ``ignore`` names modules (globs)
+    ``"head"`` (attention heads) or ``"layer"`` (whole residual blocks). ``exclude`` names modules (globs)
     that keep every dimension; the model's outputs always keep theirs. ``round_to`` keeps channel counts
-    multiples of it; ``min_keep`` is the least any group keeps. ``method`` is any registered criterion;
+    multiples of it; ``min_keep`` is the least any group keeps. ``method`` is any registered criterion (with ``scope="global"``, ``normalize_scores`` makes scores relative to their
+    layer's mean, as :func:`secateurs.prune` does);
     ``scored_by="outputs"`` scores a unit by the weights producing it (filters, rows), ``"all"`` adds the
     weights reading it (default: the criterion's ``scored_by``), and ``aggregate`` sums or averages them.
     ``prune_normalized`` also prunes dimensions that feed statistics (the hidden size under layer norms,
@@ -77,14 +79,14 @@ def shrink(
     """
     start = time.perf_counter()
     amount = check_amount(amount)
-    criterion = _criterion(method, seed, criterion_options)
+    criterion = normalized_for_global(_criterion(method, seed, criterion_options), normalize_scores and scope == "global")
     label = method if isinstance(method, str) else repr(criterion)
     if granularity == "layer":
-        return shrink_depth(model, example_inputs, amount, criterion=criterion, scope=scope, ignore=ignore,
+        return shrink_depth(model, example_inputs, amount, criterion=criterion, scope=scope, exclude=exclude,
                             per_layer=per_layer, aggregate=aggregate, strict=strict, verify=verify, atol=atol,
                             start=start, label=label)
     graph = build_graph(model, example_inputs, strict=strict)
-    groups = graph.groups(granularity, ignore, prune_normalized)
+    groups = graph.groups(granularity, exclude, prune_normalized)
     if not groups:
         what = "attention heads were found" if granularity == "head" and not graph.head_classes else "axis is free"
         raise PruningError(
@@ -128,7 +130,7 @@ def apply_keep(model: nn.Module, example_inputs: Any, graph: DependencyGraph, gr
                 raise UnsupportedOperationError(
                     f"the shrunk model fails in module {where!r} ({type(exc).__name__}: {exc}); its code reads a size "
                     "secateurs does not update. Register a patcher for it (secateurs.structural.register_patcher) "
-                    "or keep it whole with ignore=[...]. The model was restored."
+                    "or keep it whole with exclude=[...]. The model was restored."
                 ) from exc
         diff = tol = None
         if reference is not None:

@@ -195,11 +195,11 @@ def remove_blocks(model: nn.Module, named: Mapping[str, nn.Module], blocks: list
 
 
 def shrink_depth(model: nn.Module, example_inputs: Any, amount: Amount, *, criterion: Criterion, scope: str,
-                 ignore: Iterable[str | nn.Module] | None, per_layer: Mapping[str, Amount] | None, aggregate: str,
+                 exclude: Iterable[str | nn.Module] | None, per_layer: Mapping[str, Amount] | None, aggregate: str,
                  strict: bool, verify: bool, atol: float | None, start: float, label: str) -> ShrinkReport:
     graph = build_graph(model, example_inputs, strict=strict)
     blocks = find_blocks(graph)
-    ignored = list(ignore or [])
+    ignored = list(exclude or [])
     blocks = [b for b in blocks if not any(
         (isinstance(p, str) and (fnmatch.fnmatchcase(b.name, p) or fnmatch.fnmatchcase(b.name, p + ".*"))) or p is b.module
         for p in ignored)]

@@ -120,7 +120,7 @@ class DependencyGraph:
             message = (
                 f"unsupported operation {described} in module {module!r} touches prunable channels; "
                 "secateurs will not guess how it couples them. Exclude the module that owns those channels "
-                "(ignore=[...]), or trace with strict=False to keep everything it touches at full size"
+                "(exclude=[...]), or trace with strict=False to keep everything it touches at full size"
             )
             if strict:
                 raise UnsupportedOperationError(message)
@@ -168,15 +168,15 @@ class DependencyGraph:
         return heads
 
     # -- groups ---------------------------------------------------------------------------------
-    def groups(self, granularity: Granularity = "channel", ignore: Iterable[str | nn.Module] | None = None,
+    def groups(self, granularity: Granularity = "channel", exclude: Iterable[str | nn.Module] | None = None,
                prune_normalized: bool = False) -> list[Group]:
-        """The prunable groups for a granularity; ``ignore`` modules (names or globs, with their submodules, or
+        """The prunable groups for a granularity; ``exclude`` modules (names or globs, with their submodules, or
         module objects) keep every dimension. With
         ``prune_normalized`` dimensions that only feed statistics (layer norms, means, softmax, the default
         attention scale) are pruned too; those statistics are then taken over the kept channels."""
         if granularity not in ("channel", "head"):
             raise PruningError(f"granularity must be 'channel' or 'head' here (got {granularity!r}); depth pruning uses granularity='layer'")
-        blocked = self._blocked(ignore)
+        blocked = self._blocked(exclude)
         eligible = set()
         for cls, members in self.members.items():
             if cls in blocked or not any(m.kind == "param" for m in members):
@@ -191,16 +191,16 @@ class DependencyGraph:
         position = {name: i for i, name in enumerate(self.tensors)}
         return sorted(groups, key=lambda g: (min(position[m.tensor] for m in g.members), g.name))
 
-    def _blocked(self, ignore: Iterable[str | nn.Module] | None) -> set[int]:
-        if not ignore:
+    def _blocked(self, exclude: Iterable[str | nn.Module] | None) -> set[int]:
+        if not exclude:
             return set()
-        ignore = list(ignore)
-        patterns = [p for p in ignore if isinstance(p, str)]
+        exclude = list(exclude)
+        patterns = [p for p in exclude if isinstance(p, str)]
         named = self.named
         unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in named)]
         if unknown:
-            raise PruningError(f"ignore patterns {unknown} match no module; module names look like {list(named)[1:4]}")
-        inside = {id(sub) for m in ignore if isinstance(m, nn.Module) for sub in m.modules()}
+            raise PruningError(f"exclude patterns {unknown} match no module; module names look like {list(named)[1:4]}")
+        inside = {id(sub) for m in exclude if isinstance(m, nn.Module) for sub in m.modules()}
         blocked: set[int] = set()
         for name, holders in self.holders.items():
             hit = any(

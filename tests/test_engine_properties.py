@@ -157,19 +157,19 @@ def test_global_scope_prunes_what_a_brute_force_sort_of_all_weights_prunes(seed,
 
 @SETTINGS
 @given(seed=st.integers(0, 2**16), a1=st.floats(0, 1), a2=st.floats(0, 1), granularity=st.sampled_from(["unstructured", "out", "in"]))
-def test_absolute_amounts_are_targets_and_relative_ones_fractions_of_what_remains(seed, a1, a2, pattern):
+def test_absolute_amounts_are_targets_and_relative_ones_fractions_of_what_remains(seed, a1, a2, granularity):
     def pruned_groups(model):
         layer = model[0]
-        if pattern == "unstructured":
+        if granularity == "unstructured":
             return int((layer.weight == 0).sum()), layer.weight.numel()
-        dim = 0 if pattern == "out" else 1
+        dim = 0 if granularity == "out" else 1
         alive = (layer.weight != 0).any(dim=1 - dim)
         return int((~alive).sum()), alive.numel()
 
     absolute, relative = mlp(seed, False), mlp(seed, False)
     for model, mode in ((absolute, "absolute"), (relative, "relative")):
-        sc.prune(model, a1, granularity=pattern, include="0.weight", mode=mode)
-        sc.prune(model, a2, granularity=pattern, include="0.weight", mode=mode)
+        sc.prune(model, a1, granularity=granularity, include="0.weight", mode=mode)
+        sc.prune(model, a2, granularity=granularity, include="0.weight", mode=mode)
     zeros, groups = pruned_groups(absolute)
     assert zeros == max(round(a1 * groups), round(a2 * groups))
     zeros, groups = pruned_groups(relative)
@@ -212,19 +212,19 @@ def test_counts_are_exact_for_fractions_and_ints(n, amount, count):
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**31), granularity=st.sampled_from(["unstructured", "out", "in", "2:4"]), scope=st.sampled_from(["local", "global"]))
-def test_random_criterion_is_reproducible_from_a_seed_or_torch_manual_seed(seed, pattern, scope):
-    assume(not (pattern == "2:4" and scope == "global"))
-    amount = None if pattern == "2:4" else 0.5
+def test_random_criterion_is_reproducible_from_a_seed_or_torch_manual_seed(seed, granularity, scope):
+    assume(not (granularity == "2:4" and scope == "global"))
+    amount = None if granularity == "2:4" else 0.5
     base = mlp(1, False, widths=(8, 12, 8, 4))
     runs = []
     for _ in range(2):
         model = copy.deepcopy(base)
-        sc.prune(model, amount, method="random", seed=seed, granularity=pattern, scope=scope, include_output=True)
+        sc.prune(model, amount, method="random", seed=seed, granularity=granularity, scope=scope, include_output=True)
         runs.append(pruned(model))
     for _ in range(2):
         model = copy.deepcopy(base)
         torch.manual_seed(seed)
-        sc.prune(model, amount, method="random", granularity=pattern, scope=scope, include_output=True)
+        sc.prune(model, amount, method="random", granularity=granularity, scope=scope, include_output=True)
         runs.append(pruned(model))
     for name in runs[0]:
         assert torch.equal(runs[0][name], runs[1][name])
@@ -233,11 +233,11 @@ def test_random_criterion_is_reproducible_from_a_seed_or_torch_manual_seed(seed,
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**16), ties=st.booleans(), granularity=st.sampled_from(["unstructured", "out", "in", "2:4"]))
-def test_deterministic_criteria_give_the_same_masks_every_time(seed, ties, pattern):
-    amount = None if pattern == "2:4" else 0.4
+def test_deterministic_criteria_give_the_same_masks_every_time(seed, ties, granularity):
+    amount = None if granularity == "2:4" else 0.4
     a, b = convnet(seed, ties), convnet(seed, ties)
-    sc.prune(a, amount, granularity=pattern, include_output=True)
-    sc.prune(b, amount, granularity=pattern, include_output=True)
+    sc.prune(a, amount, granularity=granularity, include_output=True)
+    sc.prune(b, amount, granularity=granularity, include_output=True)
     for (name, x), y in zip(pruned(a).items(), pruned(b).values()):
         assert torch.equal(x, y), name
 
@@ -269,14 +269,14 @@ def test_n_m_blocks_along_the_input_dim_keep_at_most_n(seed, ties, nm, first):
 
 @SETTINGS
 @given(seed=st.integers(0, 2**16), ties=st.booleans(), granularity=st.sampled_from(["out", "in"]), amount=st.floats(0, 1), scope=st.sampled_from(["local", "global"]))
-def test_structured_pruning_zeroes_whole_rows_or_columns_and_leaves_the_rest(seed, ties, pattern, amount, scope):
+def test_structured_pruning_zeroes_whole_rows_or_columns_and_leaves_the_rest(seed, ties, granularity, amount, scope):
     model = convnet(seed, ties)
     original = copy.deepcopy(model)
-    sc.prune(model, amount, granularity=pattern, scope=scope, include_output=True)
+    sc.prune(model, amount, granularity=granularity, scope=scope, include_output=True)
     for (name, module), (_, before) in zip(model.named_children(), original.named_children()):
         if not hasattr(module, "weight"):
             continue
-        dim = 0 if pattern == "out" else 1
+        dim = 0 if granularity == "out" else 1
         w, w0 = module.weight.detach().movedim(dim, 0), before.weight.detach().movedim(dim, 0)
         for row, row0 in zip(w, w0):
             assert bool((row == 0).all()) or torch.equal(row, row0), name
@@ -284,11 +284,11 @@ def test_structured_pruning_zeroes_whole_rows_or_columns_and_leaves_the_rest(see
 
 @SETTINGS
 @given(seed=st.integers(0, 2**16), ties=st.booleans(), amount=st.one_of(st.floats(0, 1), st.integers(0, 40)), granularity=st.sampled_from(["unstructured", "out", "in"]))
-def test_global_scope_on_one_tensor_equals_local_scope(seed, ties, amount, pattern):
-    assume(pattern == "unstructured" or isinstance(amount, float) or amount <= 5)  # 1.weight is 5x9
+def test_global_scope_on_one_tensor_equals_local_scope(seed, ties, amount, granularity):
+    assume(granularity == "unstructured" or isinstance(amount, float) or amount <= 5)  # 1.weight is 5x9
     local, pooled = mlp(seed, ties), mlp(seed, ties)
-    sc.prune(local, amount, granularity=pattern, include="1.weight", scope="local")
-    sc.prune(pooled, amount, granularity=pattern, include="1.weight", scope="global")
+    sc.prune(local, amount, granularity=granularity, include="1.weight", scope="local")
+    sc.prune(pooled, amount, granularity=granularity, include="1.weight", scope="global")
     assert torch.equal(local[1].weight_mask, pooled[1].weight_mask)
 
 

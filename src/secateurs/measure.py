@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from secateurs.core.targets import is_linear_like
 from secateurs.runtime import Inputs, call_model, inference
+from secateurs.storage import encoded_size
 
 
 def count_params(model: nn.Module) -> int:
@@ -152,9 +153,7 @@ class DiskSize:
 
 
 def size_on_disk(model: nn.Module) -> DiskSize:
-    """Exact file sizes of the model's state dict in both formats of :mod:`secateurs.io` (serialised in memory)."""
-    from secateurs.storage.directory import encoded_size
-
+    """Exact file sizes of the model's state dict in both formats of :mod:`secateurs.storage` (serialised in memory)."""
     state = model.state_dict()
     return DiskSize(dense_bytes=encoded_size(state, "dense"), sparse_bytes=encoded_size(state, "sparse"))
 

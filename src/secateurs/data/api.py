@@ -23,13 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from secateurs.core.criteria import Criterion
 from secateurs.core.engine import LayerReport, PruneReport, check_amount, prune_targets, validate_target
 from secateurs.core.patterns import NM, Pattern, Structured, Unstructured, parse_pattern
 from secateurs.core.selection import Skipped, select
-from secateurs.core.targets import Target
+from secateurs.core.targets import Target, is_linear_like
 from secateurs.data.allocation import OWL_LAMBDA, OWL_M, InfluenceMeter, outlier_ratio, owl_sparsities
 from secateurs.data.calibration import Calibration, CalibrationSource, load_calibration
-from secateurs.data.criteria import Activation, LossFn, Taylor, Wanda, accumulate_gradients
+from secateurs.data.criteria import Activation, BlockInfluence, LossFn, Taylor, Wanda, accumulate_gradients
 from secateurs.data.sequential import ActivationMeter, BlockStep, find_blocks, walk_blocks
 from secateurs.data.sparsegpt import is_supported, prune_layer
 from secateurs.data.statistics import InputStatistics
@@ -293,7 +294,6 @@ def collect_input_statistics(
 ) -> InputStatistics:
     """Input statistics of ``modules`` (default: every Linear-like layer) from full forward passes of the
     *dense* model: simple, not sequential. For use with ``secateurs.prune(..., method="wanda", stats=...)``."""
-    from secateurs.core.targets import is_linear_like
 
     data = load_calibration(calibration, model, **calibration_options)
     chosen = list(modules) if modules is not None else [m for m in model.modules() if is_linear_like(m)]
@@ -328,3 +328,34 @@ def block_influence(
         step.advance(observe=meter)
         influence[step.name] = meter.value
     return dict(sorted(influence.items(), key=lambda item: item[1]))
+
+
+def available_methods() -> list[str]:
+    """The data-aware methods: those that read calibration data (the magnitude baseline does not)."""
+    return [name for name in METHODS if name != "magnitude"]
+
+
+def unit_criterion(
+    model: nn.Module,
+    calibration: CalibrationSource,
+    method: str,
+    *,
+    granularity: str = "channel",
+    num_samples: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> Criterion:
+    """A criterion that ranks the units :func:`secateurs.shrink` removes, measured on calibration data:
+    block influence for ``granularity="layer"``, else Wanda, activation or Taylor scores of each unit."""
+    if method not in available_methods():
+        raise PruningError(f"unknown data-aware method {method!r}; choose one of {available_methods()}")
+    options = {"num_samples": num_samples, "seed": seed}
+    if granularity == "layer":
+        if method == "taylor":
+            raise PruningError("layers are ranked by block influence: use method='activation' (or 'wanda') for layers")
+        return BlockInfluence(block_influence(model, calibration, progress=progress, **options))
+    if method == "taylor":
+        data = load_calibration(calibration, model, **options)
+        return Taylor(accumulate_gradients(model, data, list(model.parameters())))
+    stats = collect_input_statistics(model, calibration, **options)
+    return (Wanda if method == "wanda" else Activation)(stats, missing="zero")

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from secateurs.data.english import ENGLISH
 from secateurs.errors import PruningError
@@ -29,6 +30,8 @@ from secateurs.runtime import move_to
 #: Default sample counts: 128 windows (the papers' count), or 1024 sentences, about the same number of tokens
 #: for sentence-length inputs.
 DEFAULT_SAMPLES = {"window": 128, "sentence": 1024}
+#: Calibration examples drawn from a model's own training data by :func:`sample_examples`.
+DEFAULT_TRAINING_SAMPLES = 256
 
 BUILTIN_SOURCES = {"english": "a few pages of varied English prose shipped with secateurs", "random": "random token ids"}
 
@@ -425,3 +428,13 @@ def _default_seq_len(model: nn.Module | None, seq_len: int | None) -> int:
         return seq_len
     limit = model_max_length(model) if model is not None else None
     return min(limit or 2048, 2048)
+
+
+def sample_examples(
+    tensors: tuple[torch.Tensor, ...], num_samples: int | None = None, seed: int = 0, batch_size: int = 32
+) -> DataLoader:
+    """A seeded random subset (256 examples by default) of a model's training tensors, as calibration
+    batches: how a model with known training data (the demo CNN) is calibrated."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(tensors[0]), generator=generator)[: num_samples or DEFAULT_TRAINING_SAMPLES]
+    return DataLoader(TensorDataset(*(t[chosen] for t in tensors)), batch_size=batch_size)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from secateurs.core.masks import get_mask, set_mask
-from secateurs.core.targets import Target
+from secateurs.core.targets import Target, is_hf_conv1d
 from secateurs.errors import PruningError
 from secateurs.runtime import torch_threads
 
@@ -179,6 +179,4 @@ def prune_layer(
 
 def is_supported(module: nn.Module) -> bool:
     """SparseGPT works on layers whose weight is one matrix applied to feature vectors."""
-    from secateurs.core.targets import is_hf_conv1d
-
     return isinstance(module, nn.Linear) or is_hf_conv1d(module)

@@ -42,7 +42,8 @@ from secateurs.demo.datasets import Dataset, load_dataset
 from secateurs.errors import ModelSpecError
 from secateurs.measure import count_nonzero, count_params, measure_latency, size_on_disk
 from secateurs.runtime import model_device, torch_threads
-from secateurs.storage.directory import atomic_file, cache_dir
+from secateurs.storage import atomic_file, cache_dir
+from secateurs.structural import shrink
 
 DEFAULT_DATASET = "digits"
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -252,8 +253,6 @@ def prune_copy(
     criterion: Criterion = get_criterion(method.criterion, seed=seed)
     pruned = copy.deepcopy(model)
     if method.shrink:
-        from secateurs.structural import shrink
-
         if example_inputs is None:
             raise ValueError(f"{method.label} traces the model: pass example_inputs")
         shrink(pruned, example_inputs, ratio, method=criterion, scope=scope)  # type: ignore[arg-type]

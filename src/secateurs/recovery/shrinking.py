@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from secateurs import structural
 from secateurs.errors import PruningError
 
 ShrinkFn = Callable[[nn.Module, float, float], "nn.Module | None"]
@@ -27,20 +28,13 @@ def relative_amount(target: float, reached: float) -> float:
 
 
 def default_shrink(example_inputs: Any, method: Any, scope: str, options: Mapping[str, Any]) -> ShrinkFn:
-    """Shrink with :func:`secateurs.structural.shrink` (channels; ``options`` such as ``ignore``, ``round_to``,
-    ``min_keep`` go to it). Imported on first use: the structural package is optional."""
+    """Shrink with :func:`secateurs.structural.shrink` (channels; ``options`` such as ``exclude``, ``round_to``,
+    ``min_keep`` go to it)."""
 
     def shrink(model: nn.Module, target: float, reached: float) -> nn.Module | None:
-        try:
-            from secateurs.structural import shrink as structural_shrink
-        except ImportError as exc:  # pragma: no cover - depends on the installed version
-            raise PruningError(
-                "shrink=True needs secateurs.structural, which is not available in this installation; "
-                "pass shrink=<callable(model, target, reached)> or prune with masks only (shrink=False)"
-            ) from exc
         amount = relative_amount(target, reached)
         if amount > 0:
-            structural_shrink(model, example_inputs, amount=amount, granularity="channel", method=method, scope=scope, **dict(options))
+            structural.shrink(model, example_inputs, amount=amount, granularity="channel", method=method, scope=scope, **dict(options))
         return None
 
     return shrink

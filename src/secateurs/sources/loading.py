@@ -36,11 +36,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from secateurs.demo.datasets import load_dataset
-from secateurs.demo.sweep import DEFAULT_DATASET, accuracy, build_model, trained_model
+from secateurs.demo import DEFAULT_DATASET, accuracy, build_model, load_dataset, trained_model
 from secateurs.errors import InputShapeError, MissingDependencyError, ModelSpecError
 from secateurs.runtime import Inputs, call_model, inference, model_device, move_to
-from secateurs.storage.directory import Manifest, is_model_directory, load_into, read_manifest
+from secateurs.storage import Manifest, is_model_directory, load_into, read_manifest
 
 Shape = tuple[int, ...]
 #: ``evaluate(model) -> {"accuracy": 0.97, ...}``: a task metric for models whose task secateurs knows.

@@ -182,7 +182,7 @@ COLUMNS = ("50", "2:4", "4:8")
 def prune_copy(dense, method: str, column: str, calibration: torch.Tensor):
     import copy
 
-    from secateurs.data.api import prune_with_data
+    from secateurs.data import prune_with_data
 
     model = copy.deepcopy(dense)
     options = {"granularity": column} if ":" in column else {"amount": int(column) / 100}
@@ -193,7 +193,7 @@ def prune_copy(dense, method: str, column: str, calibration: torch.Tensor):
 
 def outlier_spread(model, calibration: torch.Tensor) -> float:
     """Median over the pruned layers of (largest input-feature RMS / median input-feature RMS)."""
-    from secateurs.data.api import collect_input_statistics
+    from secateurs.data import collect_input_statistics
     from secateurs.data.sequential import find_blocks
 
     _, blocks = find_blocks(model)

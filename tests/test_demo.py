@@ -12,24 +12,12 @@ import torch
 from torch import nn
 
 import secateurs as sc
-from secateurs.demo.datasets import load_dataset
-from secateurs.demo.sweep import (
-    METHODS,
-    DemoCNN,
-    DemoConfig,
-    TrainConfig,
-    _cache_path,
-    default_config,
-    format_matrix,
-    format_report,
-    format_table,
-    parse_ratios,
-    prune_copy,
-    reading,
-    run_demo,
-    trained_model,
-)
-from secateurs.sources.loading import ModelSpecError
+from secateurs.demo import default_config, format_report, load_dataset, parse_ratios, run_demo, trained_model
+from secateurs.demo.model import DemoCNN, TrainConfig, _cache_path
+from secateurs.demo.reading import reading
+from secateurs.demo.sweep import METHODS, DemoConfig, prune_copy
+from secateurs.demo.tables import format_matrix, format_table
+from secateurs.errors import ModelSpecError
 
 FAST = TrainConfig(epochs=3)
 
@@ -76,9 +64,10 @@ def test_fast_demo_end_to_end(tmp_path) -> None:
 
 def test_cache_is_reused_written_atomically_and_repaired() -> None:
     one_epoch = TrainConfig(epochs=1)
-    rng = torch.random.get_rng_state()
+    rng, numpy_rng, python_rng = torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
     first = trained_model(config=one_epoch, progress=False)
-    assert torch.equal(torch.random.get_rng_state(), rng)  # training draws from its own generator
+    assert torch.equal(torch.random.get_rng_state(), rng)  # training seeds the global generators, then restores them
+    assert np.array_equal(np.random.get_state()[1], numpy_rng) and random.getstate() == python_rng
     assert not first.cached
     assert sorted(os.listdir(first.path.parent)) == [first.path.name]  # no temp files left
     second = trained_model(config=one_epoch, progress=False)

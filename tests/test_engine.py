@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import secateurs as sc
+from secateurs.core.amounts import amount_count, check_amount
 
 
 def convnet() -> nn.Sequential:
@@ -246,6 +247,14 @@ def test_bad_amounts_are_refused_and_the_model_is_untouched(amount, match):
     with pytest.raises(sc.PruningError, match=match):
         sc.prune(model, amount)
     assert_untouched(model, before)
+
+
+def test_one_amount_rule_with_an_exclusive_bound_for_physical_pruning():
+    assert check_amount(1.0) == 1.0 and check_amount(0.25) == 0.25 and check_amount(3) == 3
+    assert check_amount(0.99, whole=False) == 0.99 and check_amount(7, whole=False) == 7
+    with pytest.raises(sc.PruningError, match=r"not a fraction in \[0, 1\); a group is never removed whole"):
+        check_amount(1.0, whole=False)
+    assert amount_count(0.5, 5) == 2 and amount_count(0.5, 7) == 4 and amount_count(3, 7) == 3  # half to even
 
 
 def test_a_bad_amount_on_one_layer_leaves_every_layer_untouched():

@@ -13,14 +13,14 @@ import torch
 from torch import nn
 
 import secateurs as sc
-from secateurs.sources.loading import load_model, load_pruned
-from secateurs.storage import directory as io
-from secateurs.storage.directory import (
-    MANIFEST,
+from secateurs.sources import load_model, load_pruned
+from secateurs.storage import (
     ModelDirectoryError,
     OutputExistsError,
     WriteError,
+    atomic,
     atomic_file,
+    cache_dir,
     decode_state_dict,
     encode_state_dict,
     read_manifest,
@@ -28,6 +28,7 @@ from secateurs.storage.directory import (
     save_pruned,
     write_weights,
 )
+from secateurs.storage.manifest import MANIFEST
 
 FACTORY = textwrap.dedent(
     """
@@ -175,14 +176,14 @@ def test_failure_half_way_leaves_nothing_behind(tmp_path, spec, monkeypatch) -> 
         calls.append(path)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(io, "_finish_file", failing_finish)
+    monkeypatch.setattr(atomic, "_finish_file", failing_finish)
     with pytest.raises(WriteError, match="No space left on device"):
         save_pruned(model, tmp_path / "new", source=spec)
     assert calls and not (tmp_path / "new").exists() and leftovers(tmp_path) == []
 
     monkeypatch.undo()
     save_pruned(model, tmp_path / "kept", source=spec, extra={"version": 1})
-    monkeypatch.setattr(io, "_finish_file", failing_finish)
+    monkeypatch.setattr(atomic, "_finish_file", failing_finish)
     with pytest.raises(WriteError):
         save_pruned(model, tmp_path / "kept", source=spec, overwrite=True, extra={"version": 2})
     assert read_manifest(tmp_path / "kept").extra == {"version": 1}  # the old directory survives
@@ -238,7 +239,7 @@ def test_bad_manifests(tmp_path) -> None:
 
 def test_cache_dir_follows_the_environment(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SECATEURS_CACHE", str(tmp_path / "c"))
-    assert io.cache_dir() == tmp_path / "c"
+    assert cache_dir() == tmp_path / "c"
     monkeypatch.delenv("SECATEURS_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert io.cache_dir() == tmp_path / "xdg" / "secateurs"
+    assert cache_dir() == tmp_path / "xdg" / "secateurs"

@@ -16,7 +16,7 @@ from secateurs.measure import (
     measure_latency,
     size_on_disk,
 )
-from secateurs.storage.directory import write_weights
+from secateurs.storage import write_weights
 
 
 def mlp() -> nn.Sequential:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from secateurs.sources.loading import (
+from secateurs.sources import (
     InputShapeError,
     LoadedModel,
     MissingDependencyError,
@@ -196,7 +196,7 @@ def test_python_factory_may_return_a_loaded_model(tmp_path) -> None:
             """
             import torch
             from torch import nn
-            from secateurs.sources.loading import LoadedModel
+            from secateurs.sources import LoadedModel
 
             def build():
                 model = nn.Linear(3, 3)

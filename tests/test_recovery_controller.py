@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from secateurs import prune
 from secateurs.core.masks import masked_parameters
 from secateurs.errors import PruningError
-from secateurs.recovery import Gradual, Iterative, OneShot, PruningController, evaluate, fit, recover
+from secateurs.recovery import Gradual, Iterative, OneShot, PruningController, fit, recover, top1_accuracy
 from secateurs.recovery.checkpoint import CheckpointManager
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,6 +39,18 @@ def test_start_is_required_and_runs_position_zero_events():
     assert sparsity(model) == pytest.approx(0.5, abs=0.01)
     assert controller.done
     assert controller.start() == []  # idempotent
+
+
+@pytest.mark.parametrize("normalize_scores", [True, False])
+def test_a_scheduled_cut_ranks_channels_as_prune_does(normalize_scores):
+    torch.manual_seed(0)
+    model, reference = mlp(), mlp()
+    reference.load_state_dict(model.state_dict())
+    options = {"normalize_scores": normalize_scores} if not normalize_scores else {}
+    PruningController(model, OneShot(0.4), granularity="channel", scope="global", **options).start()
+    prune(reference, 0.4, granularity="channel", scope="global", normalize_scores=normalize_scores)
+    for (name, *_, mask), (_, *_, expected) in zip(masked_parameters(model), masked_parameters(reference)):
+        assert torch.equal(mask, expected), name
 
 
 def test_epoch_unit_ignores_steps_and_fires_on_epoch_boundaries():
@@ -102,7 +115,7 @@ def test_fit_trains_prunes_and_measures_right_after_the_last_event():
 
     def on_prune(event):
         if event.last:
-            after_last["accuracy"] = evaluate(model, (x[:64], y[:64]))
+            after_last["accuracy"] = top1_accuracy(model, (x[:64], y[:64]))
 
     controller = PruningController(model, Iterative(0.6, amount=0.3, every=1, begin=1), unit="epoch", on_prune=on_prune)
     result = fit(model, (x[64:], y[64:]), epochs=4, controller=controller, eval_data=(x[:64], y[:64]), lr=1e-2, batch_size=32)
@@ -161,13 +174,13 @@ def test_recover_reports_dense_pruned_and_finetuned_accuracy():
     model = mlp()
     x, y = toy_data(512)
     fit(model, (x[128:], y[128:]), epochs=3, lr=1e-2)
-    dense = evaluate(model, (x[:128], y[:128]))
+    dense = top1_accuracy(model, (x[:128], y[:128]))
     result = recover(model, (x[128:], y[128:]), (x[:128], y[:128]), amount=0.9, epochs=2, schedule="oneshot", lr=1e-2)
     data = result.to_dict()
     assert {"accuracy_dense", "accuracy_pruned", "accuracy_finetuned", "recovered", "epoch_seconds"} <= set(data)
     assert data["accuracy_dense"] == dense
     assert data["sparsity"] == pytest.approx(0.9, abs=0.01)
-    assert data["accuracy_finetuned"] == evaluate(result.model, (x[:128], y[:128]))
+    assert data["accuracy_finetuned"] == top1_accuracy(result.model, (x[:128], y[:128]))
     assert len(data["epoch_seconds"]) == 2
 
 

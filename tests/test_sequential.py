@@ -10,7 +10,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.data import calibration as sc_calibration
-from secateurs.data.api import prune_with_data
+from secateurs.data import prune_with_data
 from secateurs.data.sequential import ActivationMeter, find_blocks, walk_blocks
 from secateurs.errors import PruningError, UnsupportedOperationError
 

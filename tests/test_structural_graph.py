@@ -330,6 +330,36 @@ def test_global_scope_aggregate_and_criteria_plug_in():
     assert torch.equal(model.a[0].weight, full[4:])
 
 
+class AddsItsInput(nn.Module):
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return x + self.layer(x)
+
+
+def test_aggregate_defaults_to_the_criterion_s_own():
+    class Flat(secateurs.Criterion):
+        """Every weight scores 1 and a tensor its mean: summed, a block with more tensors scores higher."""
+
+        name = "flat"
+        aggregate = "mean"
+
+        def score(self, param, target):
+            return torch.ones_like(param)
+
+        def reduce(self, scores, dims):
+            return scores.mean(dim=dims) if dims else scores
+
+    def blocks() -> nn.Sequential:
+        return nn.Sequential(*(AddsItsInput(nn.Linear(4, 4, bias=bias)) for bias in (True, False, True)))
+
+    x = torch.randn(2, 4)
+    assert shrink(blocks(), x, 1, granularity="layer", method=Flat()).removed_layers == ["0"]  # all tie: first goes
+    assert shrink(blocks(), x, 1, granularity="layer", method=Flat(), aggregate="sum").removed_layers == ["1"]
+
+
 def test_structure_record_rebuilds_a_fresh_instance():
     model = randomise_norms(DepthwiseSE())
     x = torch.randn(1, 3, 16, 16)

@@ -70,7 +70,7 @@ def test_convnext_and_vit_need_prune_normalized_for_their_hidden_size():
 
 def test_swin_heads_are_tied_to_the_input_width():
     model = tv("swin_t")
-    report = check(model, image(64), amount=0.5)
+    check(model, image(64), amount=0.5)
     assert model.features[1][0].mlp[0].out_features == 192
 
 

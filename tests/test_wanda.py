@@ -8,9 +8,16 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.core.targets import Target
-from secateurs.data.calibration import Batch, Calibration
-from secateurs.data.criteria import Activation, Taylor, Wanda, accumulate_gradients
-from secateurs.data.statistics import InputStatistics
+from secateurs.data import (
+    Activation,
+    Batch,
+    Calibration,
+    InputStatistics,
+    Taylor,
+    Wanda,
+    accumulate_gradients,
+    collect_input_statistics,
+)
 from secateurs.errors import PruningError
 
 
@@ -148,7 +155,6 @@ def test_missing_zero_scores_what_statistics_cannot() -> None:
 def test_activation_scores_drive_structural_head_and_neuron_removal() -> None:
     transformers = pytest.importorskip("transformers")
     structural = pytest.importorskip("secateurs.structural")
-    from secateurs.data.api import collect_input_statistics
 
     config = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                      intermediate_size=16, max_position_embeddings=32)

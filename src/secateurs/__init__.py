@@ -28,12 +28,12 @@ from secateurs.core.targets import Target
 
 # The layers above the core (imported after it: they build on it). Importing them also registers their
 # criteria (wanda, sparsegpt's helpers, taylor, activation, block_influence, movement).
-from secateurs.data.api import DataPruneReport, block_influence, collect_input_statistics, prune_with_data  # noqa: E402
+from secateurs.data import DataPruneReport, block_influence, collect_input_statistics, prune_with_data  # noqa: E402
 from secateurs.errors import PruningError, SecateursError, SelectionError, UnsupportedOperationError
 from secateurs.measure import Measurements, measure  # noqa: E402
 from secateurs.recovery import PruningController, recover  # noqa: E402
-from secateurs.sources.loading import LoadedModel, load_model, load_pruned  # noqa: E402
-from secateurs.storage.directory import save_pruned  # noqa: E402
+from secateurs.sources import LoadedModel, load_model, load_pruned  # noqa: E402
+from secateurs.storage import save_pruned  # noqa: E402
 from secateurs.structural import ShrinkReport, shrink  # noqa: E402
 from secateurs.version import __version__
 

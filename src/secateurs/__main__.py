@@ -2,6 +2,6 @@
 
 import sys
 
-from secateurs.cli.main import main
+from secateurs.cli import main
 
 sys.exit(main())

@@ -21,14 +21,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from secateurs.core.summary import count_params
 from secateurs.core.targets import is_linear_like
 from secateurs.runtime import Inputs, call_model, inference
 from secateurs.storage import encoded_size
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters; tied parameters count once (``parameters()`` yields each tensor once)."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def count_nonzero(model: nn.Module) -> int:

@@ -41,10 +41,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as _torch_prune
 
+from secateurs.core.amounts import Amount, check_amount
 from secateurs.core.criteria import Criterion, LnNorm, Magnitude, Random, score_dtype
-from secateurs.core.engine import Amount, apply_plan, check_amount, plan_masks, validate_target
-from secateurs.core.masks import get_mask, remove_mask
-from secateurs.core.masks import is_pruned as _any_mask
+from secateurs.core.engine import apply_plan, plan_masks, validate_target
+from secateurs.core.masks import get_mask, is_pruned, remove_mask
 from secateurs.core.patterns import Pattern, Structured, Unstructured
 from secateurs.core.targets import Target
 from secateurs.errors import PruningError, SecateursError
@@ -624,8 +624,3 @@ def remove(module: nn.Module, name: str) -> nn.Module:
         else "prune it first; prune.is_pruned(module) tells whether anything in a module is pruned"
     )
     raise PruningError(f"{type(module).__name__}.{name} is not pruned by secateurs, so there is no pruning to remove: {hint}")
-
-
-def is_pruned(module: nn.Module) -> bool:
-    """True when ``module`` or any of its submodules holds a mask."""
-    return _any_mask(module)

@@ -43,6 +43,9 @@ class Criterion:
     #: Which weights score a channel in physical (structural) pruning: "outputs", the weights producing it,
     #: or "all", also those reading it (criteria that look at a layer's inputs need the readers).
     scored_by: str = "outputs"
+    #: How physical pruning combines the scores of a unit's weights in different tensors: "sum", or "mean"
+    #: for criteria whose every weight already carries its unit's whole score (block influence).
+    aggregate: str = "sum"
 
     def score(self, param: torch.Tensor, target: Target) -> torch.Tensor:
         raise NotImplementedError
@@ -233,6 +236,7 @@ class LayerNormalized(Criterion):
         self.base = base
         self.name = f"{getattr(base, 'name', '') or type(base).__name__}/layer-normalized"
         self.scored_by = base.scored_by
+        self.aggregate = base.aggregate
 
     def score(self, param: torch.Tensor, target: Target) -> torch.Tensor:
         return self.base.score(param, target)

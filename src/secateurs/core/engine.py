@@ -4,23 +4,19 @@
 :func:`apply_plan` writes them; :func:`prune` is both, after selecting targets and checking every
 parameter, so a bad request raises before anything changes.
 
-Amounts: a float is a fraction, an int a count, of weights (unstructured) or of groups (rows,
-channels). In ``"absolute"`` mode (the default) the amount is the sparsity to reach: asking for 0.5
+Amounts (see :mod:`secateurs.core.amounts`): a float is a fraction, an int a count, of weights
+(unstructured) or of groups (rows, channels). In ``"absolute"`` mode (the default) the amount is the sparsity to reach: asking for 0.5
 after 0.3 ends at 50%. In ``"relative"`` mode it is a fraction of what is still kept, as in
-``torch.nn.utils.prune``. Fractions become counts with ``round`` (half to even, as torch does).
-Already-pruned weights stay pruned; a target already sparser than asked is left as it is.
+``torch.nn.utils.prune``. Already-pruned weights stay pruned; a target already sparser than asked is left as it is.
 
 Scopes: ``"local"`` ranks each tensor on its own, ``"global"`` ranks all selected tensors together
-(bounded memory, see :mod:`secateurs.ranking`), ``"row"`` ranks each output row on its own so every
+(bounded memory, see :mod:`secateurs.core.ranking`), ``"row"`` ranks each output row on its own so every
 row keeps the same fraction (the comparison group of Wanda).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
-import numbers
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -28,6 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from secateurs.core.amounts import Amount, amount_count, check_amount, per_layer_amounts
 from secateurs.core.criteria import DEFAULT_CRITERION, Criterion, get_criterion, normalized_for_global
 from secateurs.core.masks import MASK_SUFFIX, get_mask, set_mask
 from secateurs.core.patterns import NM, Pattern, Structured, Unstructured, parse_pattern
@@ -36,7 +33,6 @@ from secateurs.core.selection import ModuleType, Selection, Skipped, select
 from secateurs.core.targets import Target
 from secateurs.errors import PruningError, SelectionError
 
-Amount = float | int
 _COUNT_CHUNK = 1 << 20
 Scope = Literal["local", "global", "row"]
 Mode = Literal["absolute", "relative"]
@@ -108,24 +104,8 @@ class PruneReport:
         return "\n".join(lines)
 
 
-def check_amount(amount: object, what: str = "amount") -> Amount:
-    """A valid amount: a float fraction in [0, 1] or a non-negative int count."""
-    if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
-        raise PruningError(f"{what} must be a float fraction in [0, 1] or an int count, got {amount!r}")
-    if isinstance(amount, numbers.Integral):
-        if amount < 0:
-            raise PruningError(f"{what} must not be negative, got {amount}")
-        return int(amount)
-    value = float(amount)
-    if not 0.0 <= value <= 1.0:
-        raise PruningError(
-            f"{what} {value} is not a fraction in [0, 1]; use a float fraction, or an int for a count"
-        )
-    return value
-
-
 def _count(amount: Amount, total: int, name: str) -> int:
-    count = amount if isinstance(amount, int) else round(amount * total)
+    count = amount_count(amount, total)
     if count > total:
         raise PruningError(f"cannot prune {count} of the {total} prunable units of {name}; use a smaller amount")
     return count
@@ -175,7 +155,7 @@ def _all_finite(values: torch.Tensor) -> bool:
     return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
 
 
-def _zeros(values: torch.Tensor) -> int:
+def count_zeros(values: torch.Tensor) -> int:
     """Exact zeros, chunk by chunk: ``count_nonzero`` of a float tensor with scattered zeros is
     several times slower than of a bool one, and a whole-tensor comparison is a full-size temporary."""
     flat = values.detach().reshape(-1)
@@ -192,25 +172,6 @@ def _current_keep(target: Target) -> torch.Tensor:
     mask = get_mask(target.module, target.param_name)
     param = target.param
     return torch.ones(param.shape, dtype=torch.bool, device=param.device) if mask is None else mask.clone()
-
-
-def _match_per_layer(targets: Sequence[Target], per_layer: Mapping[str, Amount]) -> dict[str, Amount]:
-    """Amount for each target named by a per-layer pattern; the first matching pattern wins."""
-    found: dict[str, Amount] = {}
-    used: set[str] = set()
-    for pattern, amount in per_layer.items():
-        amount = check_amount(amount, f"amount for {pattern!r}")
-        regex = re.compile(pattern[3:]) if pattern.startswith("re:") else None
-        for target in targets:
-            names = (target.name, target.module_name)
-            hit = any(regex.fullmatch(n) if regex else fnmatch.fnmatchcase(n, pattern) for n in names)
-            if hit:
-                used.add(pattern)
-                found.setdefault(target.name, amount)
-    unused = [p for p in per_layer if p not in used]
-    if unused:
-        raise SelectionError(f"per-layer pattern(s) {unused} match no selected parameter; check the names")
-    return found
 
 
 def _local_keep(target: Target, criterion: Criterion, pattern: Pattern, amount: Amount | None, mode: Mode) -> tuple[torch.Tensor, int]:
@@ -252,16 +213,10 @@ def _row_keep(target: Target, criterion: Criterion, amount: Amount, mode: Mode) 
     return new_rows.reshape(moved_shape).movedim(0, out_dim).contiguous(), int(per_row.sum())
 
 
-def plan_masks(
-    targets: Sequence[Target],
-    criterion: Criterion,
-    pattern: Pattern,
-    amount: Amount | None,
-    scope: Scope = "local",
-    mode: Mode = "absolute",
-    per_layer: Mapping[str, Amount] | None = None,
-) -> dict[str, tuple[Target, torch.Tensor]]:
-    """The new keep-mask of every target, keyed by name. Reads the model, never writes it."""
+def _checked_request(
+    pattern: Pattern, amount: Amount | None, scope: Scope, mode: Mode, per_layer: Mapping[str, Amount] | None
+) -> Amount | None:
+    """The checked amount, after refusing combinations of pattern, amount, scope and mode that cannot work."""
     if scope not in ("local", "global", "row"):
         raise PruningError(f"scope must be 'local', 'global' or 'row', got {scope!r}")
     if mode not in ("absolute", "relative"):
@@ -274,19 +229,31 @@ def plan_masks(
             )
         if scope == "global":
             raise PruningError("N:M is decided within each block of M weights; use scope='local'")
-    else:
-        if amount is None and not per_layer:
-            raise PruningError("give an amount (float fraction or int count) to prune")
-        if amount is not None:
-            amount = check_amount(amount)
+    elif amount is None and not per_layer:
+        raise PruningError("give an amount (float fraction or int count) to prune")
     if scope == "row" and not isinstance(pattern, Unstructured):
         raise PruningError("scope='row' ranks weights within each output row; it needs granularity='unstructured'")
     if scope == "global" and not pattern.supports_global:
         raise PruningError(f"{pattern!r} cannot rank across tensors; use scope='local'")
+    return None if amount is None else check_amount(amount)
+
+
+def plan_masks(
+    targets: Sequence[Target],
+    criterion: Criterion,
+    pattern: Pattern,
+    amount: Amount | None,
+    scope: Scope = "local",
+    mode: Mode = "absolute",
+    per_layer: Mapping[str, Amount] | None = None,
+) -> dict[str, tuple[Target, torch.Tensor]]:
+    """The new keep-mask of every target, keyed by name. Reads the model, never writes it."""
+    amount = _checked_request(pattern, amount, scope, mode, per_layer)
     for target in targets:
         pattern.validate(target)
 
-    overrides = _match_per_layer(targets, per_layer) if per_layer else {}
+    names = {t.name: (t.name, t.module_name) for t in targets}
+    overrides = per_layer_amounts(per_layer, names, what="selected parameter")
     missing = [t.name for t in targets if t.name not in overrides and amount is None and not isinstance(pattern, NM)]
     if missing:
         raise PruningError(f"no amount for {missing[:5]}: give amount= or a per-layer pattern covering them")
@@ -368,7 +335,7 @@ def prune_targets(
     criterion = normalized_for_global(criterion, normalize_scores and global_structured)
     for target in targets:
         validate_target(target)
-    zeros_before = {t.name: _zeros(t.param) for t in targets}
+    zeros_before = {t.name: count_zeros(t.param) for t in targets}
     plan = plan_masks(targets, criterion, pattern_obj, amount, scope, mode, per_layer)
     apply_plan(plan)
     report = PruneReport(
@@ -389,10 +356,27 @@ def prune_targets(
                 groups_pruned=pruned,
                 params=param.numel(),
                 zeros_before=zeros_before[target.name],
-                zeros_after=_zeros(param),
+                zeros_after=count_zeros(param),
             )
         )
     return report
+
+
+def _fitting(selection: Selection, pattern: Pattern) -> tuple[list[Target], list[Skipped]]:
+    """The selected targets that ``pattern`` can prune; the others join the skipped ones, with the reason."""
+    targets, skipped = list(selection.targets), list(selection.skipped)
+    if not isinstance(pattern, (NM, Structured)):
+        return targets, skipped
+    usable = []
+    for target in targets:
+        try:
+            pattern.validate(target)
+            usable.append(target)
+        except PruningError as exc:
+            skipped.append(Skipped(target.name, str(exc)))
+    if not usable:
+        raise SelectionError(f"no selected parameter fits {pattern!r}: " + "; ".join(s.reason for s in skipped[-3:]))
+    return usable, skipped
 
 
 def prune(
@@ -417,11 +401,11 @@ def prune(
     """Prune ``model`` in place with masks and return a report.
 
     ``method`` names a criterion (``"magnitude"``, ``"l2"``, ``"random"``, ...) or is a
-    :class:`~secateurs.criteria.Criterion`; ``granularity`` is ``"unstructured"``, ``"channel"``/``"out"``,
+    :class:`~secateurs.core.criteria.Criterion`; ``granularity`` is ``"unstructured"``, ``"channel"``/``"out"``,
     ``"in"``, ``"structured:DIM"`` or ``"N:M"``; ``seed`` seeds random criteria. With ``scope="global"`` and a
     structured granularity, ``normalize_scores`` (default) divides each unit's score by its layer's mean unit
     score before ranking, so layers of different fan-in compete fairly; ``False`` ranks raw scores. See the module
-    docstring for amounts, modes and scopes, and :func:`secateurs.selection.select` for selection.
+    docstring for amounts, modes and scopes, and :func:`secateurs.core.selection.select` for selection.
     """
     selection: Selection = select(
         model,
@@ -435,18 +419,7 @@ def prune(
     if seed is not None:
         criterion_options["seed"] = seed
     pattern_obj = parse_pattern(granularity)
-    targets, skipped = list(selection.targets), list(selection.skipped)
-    if isinstance(pattern_obj, (NM, Structured)):
-        usable = []
-        for target in targets:
-            try:
-                pattern_obj.validate(target)
-                usable.append(target)
-            except PruningError as exc:
-                skipped.append(Skipped(target.name, str(exc)))
-        if not usable:
-            raise SelectionError(f"no selected parameter fits {pattern_obj!r}: " + "; ".join(s.reason for s in skipped[-3:]))
-        targets = usable
+    targets, skipped = _fitting(selection, pattern_obj)
     return prune_targets(
         targets,
         amount,

@@ -199,9 +199,10 @@ def masked_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, t
             yield (f"{module_name}.{name}" if module_name else name), module, name, module._buffers[name + MASK_SUFFIX]
 
 
-def is_pruned(model: nn.Module) -> bool:
-    """True when any parameter of ``model`` (or its submodules) holds an active mask."""
-    return any(getattr(module, _MASKED_NAMES, ()) for module in model.modules())
+def is_pruned(module: nn.Module) -> bool:
+    """True when any parameter of ``module`` (or its submodules) holds an active mask. The argument's name is
+    that of ``torch.nn.utils.prune.is_pruned``, which :mod:`secateurs.compat.prune` replaces with this."""
+    return any(getattr(sub, _MASKED_NAMES, ()) for sub in module.modules())
 
 
 def enforce(model: nn.Module) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -47,7 +47,9 @@ def _is_glob(pattern: str) -> bool:
     return pattern.startswith("re:") or any(ch in pattern for ch in "*?[")
 
 
-def _matcher(pattern: str):
+def name_matcher(pattern: str) -> Callable[[str], bool]:
+    """A test for names: a shell glob (``layer4.*``), or a regular expression (full match) after ``re:``.
+    The one pattern syntax of ``include``, ``exclude`` and ``per_layer`` everywhere."""
     if pattern.startswith("re:"):
         try:
             regex = re.compile(pattern[3:])
@@ -92,6 +94,49 @@ def find_output_layer(model: nn.Module) -> str | None:
     return last
 
 
+Holders = list[tuple[str, nn.Module, str]]
+
+
+def _holders_by_tensor(model: nn.Module, param_names: Sequence[str]) -> list[Holders]:
+    """(module name, module, parameter name) of every holder, one list per parameter tensor: tied
+    parameters collect their other holders after the first."""
+    entries: dict[int, Holders] = {}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for pname, param in module._parameters.items():
+            if param is None or pname not in param_names:
+                continue
+            holders = entries.setdefault(id(param), [])
+            if all(m is not module or p != pname for _, m, p in holders):
+                holders.append((module_name, module, pname))
+    return list(entries.values())
+
+
+def _why_skipped(
+    holders: Holders,
+    qualified: str,
+    exact: bool,
+    types: Sequence[ModuleType] | None,
+    output_layer: str | None,
+    include_frozen: bool,
+) -> str | None:
+    """Why a parameter the patterns let through stays unpruned (None: prune it). Naming a parameter exactly
+    overrides the type and output-layer defaults, not the protection of frozen parameters."""
+    _, module, pname = holders[0]
+    reason = None
+    if not exact:
+        if types is not None:
+            reason = None if _type_matches(module, types) else f"{type(module).__name__} not in types"
+        else:
+            reason = _default_skip_reason(module)
+        if reason is None and any(m == output_layer for m, _, _ in holders):
+            reason = "output layer (pass include_output=True or name it to prune it)"
+    if reason is None and not module._parameters[pname].requires_grad and not include_frozen:
+        if exact:
+            raise SelectionError(f"{qualified} is frozen (requires_grad=False); unfreeze it or pass include_frozen=True")
+        reason = "frozen (requires_grad=False; pass include_frozen=True to prune it)"
+    return reason
+
+
 def select(
     model: nn.Module,
     include: str | Iterable[str] | None = None,
@@ -103,70 +148,36 @@ def select(
 ) -> Selection:
     """Pick the parameters to prune. Raises :class:`SelectionError` when nothing is selected or a pattern
     matches nothing, naming the closest parameter names."""
-    includes, excludes = _as_list(include), _as_list(exclude)
-    include_fns = [(p, _matcher(p)) for p in includes]
-    exclude_fns = [(p, _matcher(p)) for p in excludes]
+    include_fns = [(p, name_matcher(p)) for p in _as_list(include)]
+    exclude_fns = [(p, name_matcher(p)) for p in _as_list(exclude)]
     output_layer = None if include_output else find_output_layer(model)
-
-    # One entry per parameter tensor; tied parameters collect their other holders as aliases.
-    entries: dict[int, list[tuple[str, nn.Module, str]]] = {}
-    for module_name, module in model.named_modules(remove_duplicate=False):
-        for pname, param in module._parameters.items():
-            if param is None or pname not in param_names:
-                continue
-            holders = entries.setdefault(id(param), [])
-            if all(m is not module or p != pname for _, m, p in holders):
-                holders.append((module_name, module, pname))
-
     all_names: list[str] = []
-    matched_includes: set[str] = set()
-    matched_excludes: set[str] = set()
+    matched: set[str] = set()
     targets: list[Target] = []
     skipped: list[Skipped] = []
-    for holders in entries.values():
+    for holders in _holders_by_tensor(model, param_names):
         module_name, module, pname = holders[0]
         qualified = f"{module_name}.{pname}" if module_name else pname
         names = {qualified, module_name} | {f"{m}.{p}" if m else p for m, _, p in holders} | {m for m, _, _ in holders}
         all_names.append(qualified)
-
         hits = [p for p, fn in include_fns if any(fn(n) for n in names)]
-        matched_includes.update(hits)
-        exact = any(not _is_glob(p) for p in hits)
         excluded = [p for p, fn in exclude_fns if any(fn(n) for n in names)]
-        matched_excludes.update(excluded)
-
+        matched.update(hits, excluded)
         if include_fns and not hits:
             continue
         if excluded:
             skipped.append(Skipped(qualified, f"excluded by {excluded[0]!r}"))
             continue
-        reason = None
-        if not exact:
-            if types is not None:
-                reason = None if _type_matches(module, types) else f"{type(module).__name__} not in types"
-            else:
-                reason = _default_skip_reason(module)
-            if reason is None and any(m == output_layer for m, _, _ in holders):
-                reason = "output layer (pass include_output=True or name it to prune it)"
-        param = module._parameters[pname]
-        if reason is None and not param.requires_grad and not include_frozen:
-            if exact:
-                raise SelectionError(
-                    f"{qualified} is frozen (requires_grad=False); unfreeze it or pass include_frozen=True"
-                )
-            reason = "frozen (requires_grad=False; pass include_frozen=True to prune it)"
+        exact = any(not _is_glob(p) for p in hits)
+        reason = _why_skipped(holders, qualified, exact, types, output_layer, include_frozen)
         if reason is not None:
             skipped.append(Skipped(qualified, reason))
             continue
-        aliases = tuple((m, mod) for m, mod, _ in holders[1:])
-        targets.append(Target(module_name, pname, module, aliases))
-
-    for pattern, _ in include_fns:
-        if pattern not in matched_includes:
-            raise SelectionError(_no_match_message("include", pattern, all_names))
-    for pattern, _ in exclude_fns:
-        if pattern not in matched_excludes:
-            raise SelectionError(_no_match_message("exclude", pattern, all_names))
+        targets.append(Target(module_name, pname, module, tuple((m, mod) for m, mod, _ in holders[1:])))
+    for kind, fns in (("include", include_fns), ("exclude", exclude_fns)):
+        for pattern, _ in fns:
+            if pattern not in matched:
+                raise SelectionError(_no_match_message(kind, pattern, all_names))
     if not targets:
         why = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:6]) or "the model has no such parameters"
         raise SelectionError(

@@ -89,6 +89,11 @@ class Summary:
         return "\n".join(lines)
 
 
+def count_params(model: nn.Module) -> int:
+    """Number of parameters; tied parameters count once (``parameters()`` yields each tensor once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
 def _zero_fraction(nonzero: torch.Tensor, dim: int) -> float:
     others = tuple(d for d in range(nonzero.dim()) if d != dim)
     alive = nonzero.any(dim=others) if others else nonzero

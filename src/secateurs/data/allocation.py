@@ -22,10 +22,6 @@ OWL_M = 5.0
 OWL_LAMBDA = 0.08
 
 
-def uniform(names: Iterable[str], amount: float) -> dict[str, float]:
-    return {name: amount for name in names}
-
-
 def outlier_ratio(scores: Iterable[torch.Tensor], m: float = OWL_M) -> float:
     """Fraction of the scores (pooled over all tensors) larger than ``m`` times their mean."""
     tensors = [s.detach().flatten().float() for s in scores]

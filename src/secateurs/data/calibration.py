@@ -9,6 +9,7 @@ tokens, so every window is a full-length sequence without padding.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import re
@@ -25,14 +26,14 @@ from secateurs.data.english import ENGLISH
 from secateurs.errors import PruningError
 from secateurs.runtime import move_to
 
-#: Built-in sources: name -> what it is. ``english`` is prose written for secateurs; ``random`` is
-#: uniformly random token ids (a smoke-test source: real text calibrates better).
 #: Default sample counts: 128 windows (the papers' count), or 1024 sentences, about the same number of tokens
 #: for sentence-length inputs.
 DEFAULT_SAMPLES = {"window": 128, "sentence": 1024}
 #: Calibration examples drawn from a model's own training data by :func:`sample_examples`.
 DEFAULT_TRAINING_SAMPLES = 256
 
+#: Built-in sources: name -> what it is. ``english`` is prose written for secateurs; ``random`` is
+#: uniformly random token ids (a smoke-test source: real text calibrates better).
 BUILTIN_SOURCES = {"english": "a few pages of varied English prose shipped with secateurs", "random": "random token ids"}
 
 CalibrationSource = Any  # str | os.PathLike | Sequence[str] | Tensor | Mapping[str, Tensor] | Iterable | Calibration
@@ -102,6 +103,19 @@ class Calibration(Sequence[Batch]):
 # ---------------------------------------------------------------------------------------------- models
 
 
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode while calibration data runs through ``model``; afterwards every module's own train/eval
+    flag comes back as found (a model may hold frozen submodules in eval mode while it trains)."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
 def is_sentence_transformer(model: nn.Module) -> bool:
     """sentence-transformers models take one dict of features; recognised without importing the library."""
     return any(cls.__name__ == "SentenceTransformer" for cls in type(model).__mro__)
@@ -120,7 +134,7 @@ def model_max_length(model: nn.Module) -> int | None:
     limits = []
     if is_sentence_transformer(model) and getattr(model, "max_seq_length", None):
         limits.append(int(model.max_seq_length))
-    config = getattr(model, "config", None) or _inner_config(model)
+    config = getattr(model, "config", None) or hf_config(model)
     for key in ("max_position_embeddings", "n_positions"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
@@ -128,7 +142,8 @@ def model_max_length(model: nn.Module) -> int | None:
     return min(limits) if limits else None
 
 
-def _inner_config(model: nn.Module) -> Any:
+def hf_config(model: nn.Module) -> Any:
+    """The Hugging Face config of the model or of the first submodule that carries one (``None`` if none does)."""
     for module in model.modules():
         config = getattr(module, "config", None)
         if config is not None and hasattr(config, "model_type"):
@@ -383,42 +398,59 @@ def load_calibration(
         unit = "sentence" if model is not None and is_sentence_transformer(model) else "window"
     if unit not in DEFAULT_SAMPLES:
         raise PruningError(f"unit must be 'window', 'sentence' or 'auto', got {unit!r}")
-    loader_samples = num_samples
-    num_samples = num_samples or DEFAULT_SAMPLES[unit]
-    text_options = dict(num_samples=num_samples, batch_size=batch_size, seed=seed, unit=unit)
-    if isinstance(source, (str, os.PathLike)):
-        name = str(source)
-        builtin = name.removeprefix("builtin:").lower()
-        if builtin in BUILTIN_SOURCES and (name.startswith("builtin:") or not Path(name).exists()):
-            if model is None and tokenizer is None:
-                raise PruningError("built-in text calibration needs the model or a tokenizer to tokenize it")
-            tok = resolve_tokenizer(model, tokenizer) if model is not None else tokenizer
-            length = _default_seq_len(model, seq_len)
-            if builtin == "random":
-                return random_tokens(tok, model=model, seq_len=length, num_samples=num_samples, batch_size=batch_size, seed=seed)
-            return from_text(ENGLISH, tok, model=model, seq_len=length, description="built-in English", **text_options)
-        path = Path(name)
-        if not path.is_file():
-            raise PruningError(
-                f"calibration source {name!r} is neither a file nor a built-in source "
-                f"({', '.join(BUILTIN_SOURCES)}); give a text file path or one of those names"
-            )
-        tok = resolve_tokenizer(model, tokenizer) if model is not None else tokenizer
-        if tok is None:
-            raise PruningError("text calibration needs the model or a tokenizer")
-        text = path.read_text(encoding="utf-8", errors="replace")
-        return from_text(text, tok, model=model, seq_len=_default_seq_len(model, seq_len), description=path.name, **text_options)
-    if isinstance(source, Sequence) and source and all(isinstance(s, str) for s in source):
-        tok = resolve_tokenizer(model, tokenizer) if model is not None else tokenizer
-        if tok is None:
-            raise PruningError("text calibration needs the model or a tokenizer")
-        return from_text(list(source), tok, model=model, seq_len=_default_seq_len(model, seq_len), description=f"{len(source)} strings", **text_options)
+    if isinstance(source, (str, os.PathLike)) or _is_texts(source):
+        options = {
+            "model": model, "num_samples": num_samples or DEFAULT_SAMPLES[unit],
+            "seq_len": _default_seq_len(model, seq_len), "batch_size": batch_size, "seed": seed,
+        }  # fmt: skip
+        if _builtin_name(source) == "random":
+            return random_tokens(_text_tokenizer(model, tokenizer), **options)
+        text, description = _read_text(source)
+        return from_text(text, _text_tokenizer(model, tokenizer), unit=unit, description=description, **options)
     if isinstance(source, Iterable):
-        return from_loader(source, model=model, num_samples=loader_samples)
+        return from_loader(source, model=model, num_samples=num_samples)
     raise PruningError(
         f"cannot calibrate from a {type(source).__name__}; give a text file, a built-in name "
         f"({', '.join(BUILTIN_SOURCES)}), a list of strings, tensors or a DataLoader"
     )
+
+
+def _is_texts(source: object) -> bool:
+    return isinstance(source, Sequence) and bool(source) and all(isinstance(s, str) for s in source)
+
+
+def _builtin_name(source: object) -> str | None:
+    """The built-in source a name means: ``builtin:NAME``, or a bare NAME when no such file exists."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    name = str(source)
+    builtin = name.removeprefix("builtin:").lower()
+    if builtin in BUILTIN_SOURCES and (name.startswith("builtin:") or not Path(name).exists()):
+        return builtin
+    return None
+
+
+def _read_text(source: str | os.PathLike | Sequence[str]) -> tuple[str | list[str], str]:
+    """The text of a text source (file, built-in English, strings) and a line describing it."""
+    if not isinstance(source, (str, os.PathLike)):
+        return list(source), f"{len(source)} strings"
+    if _builtin_name(source) == "english":
+        return ENGLISH, "built-in English"
+    path = Path(source)
+    if not path.is_file():
+        raise PruningError(
+            f"calibration source {str(source)!r} is neither a file nor a built-in source "
+            f"({', '.join(BUILTIN_SOURCES)}); give a text file path or one of those names"
+        )
+    return path.read_text(encoding="utf-8", errors="replace"), path.name
+
+
+def _text_tokenizer(model: nn.Module | None, tokenizer: Any) -> Any:
+    if model is not None:
+        return resolve_tokenizer(model, tokenizer)
+    if tokenizer is None:
+        raise PruningError("text calibration needs the model or a tokenizer to tokenize it")
+    return tokenizer
 
 
 def _default_seq_len(model: nn.Module | None, seq_len: int | None) -> int:

@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from secateurs.data.calibration import Calibration
+from secateurs.data.calibration import Calibration, evaluation_mode, hf_config
 from secateurs.errors import UnsupportedOperationError
 from secateurs.runtime import move_to
 
@@ -52,8 +53,7 @@ def _check_uniform_arguments(model: nn.Module, blocks: nn.ModuleList) -> None:
     """Blocks are replayed with the arguments block 0 received; refuse stacks that vary them per block
     (models alternating sliding-window and full attention give each kind its own mask)."""
     kinds = {getattr(module, "attention_type", None) for block in blocks for module in block.modules()}
-    config = next((m.config for m in model.modules() if hasattr(getattr(m, "config", None), "model_type")), None)
-    kinds |= set(getattr(config, "layer_types", None) or ())
+    kinds |= set(getattr(hf_config(model), "layer_types", None) or ())
     kinds.discard(None)
     if len(kinds) > 1:
         raise UnsupportedOperationError(
@@ -228,13 +228,9 @@ def walk_blocks(
     With ``device``, each block is moved there while it is processed and moved back afterwards, so a
     model larger than the accelerator's memory can be handled block by block.
     """
-    from tqdm.auto import tqdm
-
     name, blocks = find_blocks(model)
     meter = meter if meter is not None else ActivationMeter()
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
+    with evaluation_mode(model):
         inputs = capture_inputs(model, blocks[0], calibration, device, meter)
         for index, block in enumerate(tqdm(blocks, desc=desc, unit="block", disable=not progress)):
             home = next(block.parameters()).device if any(True for _ in block.parameters()) else None
@@ -247,6 +243,3 @@ def walk_blocks(
             finally:
                 if device is not None and home is not None:
                     block.to(home)
-    finally:
-        for module, training in modes.items():
-            module.training = training

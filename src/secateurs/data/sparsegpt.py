@@ -12,7 +12,7 @@ weights as already updated by earlier columns; updates to columns right of the c
 batched into one matrix product per block ("lazy" updates).
 
 :func:`sparsegpt` is the whole algorithm on one weight matrix; :func:`prune_layer` is the glue that
-writes the result into a module and holds the mask with :func:`secateurs.masks.set_mask`.
+writes the result into a module and holds the mask with :func:`secateurs.core.masks.set_mask`.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def sparsegpt(
     """
     if (sparsity is None) == (n_m is None):
         raise PruningError("give exactly one of sparsity= (unstructured) or n_m=(n, m)")
-    rows, cols = weight.shape
+    cols = weight.shape[1]
     if hessian.shape != (cols, cols):
         raise PruningError(f"Hessian of shape {tuple(hessian.shape)} does not fit a weight with {cols} inputs")
     if n_m is not None:

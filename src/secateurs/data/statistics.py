@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 from secateurs.core.targets import is_hf_conv1d
+from secateurs.data.calibration import Batch, evaluation_mode
 from secateurs.errors import PruningError, UnsupportedOperationError
 
 
@@ -137,6 +138,18 @@ class InputStatistics:
         """Free the statistics of layers that are done with."""
         for module in modules:
             self._entries.pop(module, None)
+
+
+def gather_input_statistics(
+    model: nn.Module, calibration: Iterable[Batch], modules: Iterable[nn.Module], gram: bool = False
+) -> InputStatistics:
+    """Input statistics of ``modules`` from full forward passes of ``model`` (in eval mode) over ``calibration``."""
+    stats = InputStatistics(gram=gram)
+    with evaluation_mode(model), stats.watch(modules), torch.no_grad():
+        for batch in calibration:
+            with stats.tokens(batch.token_mask):
+                batch.run(model)
+    return stats
 
 
 def input_shape_for(module: nn.Module, param: torch.Tensor, values: torch.Tensor, in_dim: int) -> torch.Tensor:

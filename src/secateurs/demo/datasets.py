@@ -11,13 +11,13 @@ Both splits are fixed, so accuracies are comparable between runs and machines.
 from __future__ import annotations
 
 import importlib
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from secateurs.demo.seeding import global_generators_kept
 from secateurs.errors import MissingDependencyError, ModelSpecError
 
 
@@ -74,13 +74,7 @@ def _mnist1d() -> Dataset:
     _import("mnist1d", "mnist1d")
     from mnist1d.data import get_dataset_args, make_dataset
 
-    # make_dataset seeds numpy's and Python's global generators; leave the caller's state as it was.
-    numpy_state, python_state = np.random.get_state(), random.getstate()
-    try:
-        data = make_dataset(get_dataset_args())
-    finally:
-        np.random.set_state(numpy_state)
-        random.setstate(python_state)
+    data = make_dataset(get_dataset_args())
 
     def tensor(x: np.ndarray) -> torch.Tensor:
         return torch.tensor(x, dtype=torch.float32).unsqueeze(1)
@@ -97,6 +91,7 @@ def _mnist1d() -> Dataset:
 
 
 DATASETS: dict[str, Callable[[], Dataset]] = {"digits": _digits, "mnist1d": _mnist1d}
+DEFAULT_DATASET = "digits"
 _LOADED: dict[str, Dataset] = {}
 
 
@@ -105,5 +100,8 @@ def load_dataset(name: str) -> Dataset:
     if name not in DATASETS:
         raise ModelSpecError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
     if name not in _LOADED:
-        _LOADED[name] = DATASETS[name]()
+        # mnist1d's make_dataset seeds NumPy's and Python's global generators, and importing scikit-learn's
+        # loaders draws from Python's: leave the caller's random streams as they were.
+        with global_generators_kept():
+            _LOADED[name] = DATASETS[name]()
     return _LOADED[name]

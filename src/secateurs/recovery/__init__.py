@@ -2,7 +2,7 @@
 
 * :mod:`.schedules` - :class:`OneShot`, :class:`Iterative`, :class:`Gradual` (Zhu & Gupta), to/from dict;
 * :mod:`.controller` - :class:`PruningController`, called from your loop (``on_step`` / ``on_epoch``);
-* :mod:`.loop` - :func:`fit`, a resumable training loop for the simple case; :func:`evaluate`;
+* :mod:`.loop` - :func:`fit`, a resumable training loop for the simple case; :func:`top1_accuracy`;
 * :mod:`.pipeline` - :func:`recover`: measure, prune on a schedule, fine-tune, measure again;
 * :mod:`.distill` - :class:`Distiller`, :func:`kd_loss`: the dense model as teacher;
 * :mod:`.movement` - :func:`track_movement` and the ``"movement"`` criterion;
@@ -17,7 +17,7 @@ from secateurs.recovery.checkpoint import CheckpointManager, atomic_save
 from secateurs.recovery.controller import PruneEvent, PruningController
 from secateurs.recovery.distill import Distiller, kd_loss
 from secateurs.recovery.distributed import mask_digest, masks_agree, sync_masks
-from secateurs.recovery.loop import FitResult, evaluate, fit
+from secateurs.recovery.loop import FitResult, fit, top1_accuracy
 from secateurs.recovery.movement import Movement, MovementTracker, track_movement
 from secateurs.recovery.pipeline import RecoveryResult, recover, recovered_fraction
 from secateurs.recovery.schedules import Gradual, Iterative, OneShot, Schedule, make_schedule, schedule_from_dict
@@ -37,7 +37,6 @@ __all__ = [
     "RecoveryResult",
     "Schedule",
     "atomic_save",
-    "evaluate",
     "fit",
     "kd_loss",
     "make_schedule",
@@ -47,6 +46,7 @@ __all__ = [
     "recovered_fraction",
     "schedule_from_dict",
     "sync_masks",
+    "top1_accuracy",
     "track_movement",
 ]
 

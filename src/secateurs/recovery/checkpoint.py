@@ -16,7 +16,6 @@ import io
 import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,39 +24,16 @@ import torch
 from torch import nn
 
 from secateurs.errors import PruningError
+from secateurs.storage import atomic_file
 
 _NAME = re.compile(r"^(?P<prefix>.+)-(?P<step>\d{8,})\.pt$")
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` to ``path`` so that readers only ever see a complete file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    with atomic_file(path) as temp:
+        torch.save(obj, temp)
+    return Path(path)
 
 
 def rng_state() -> dict[str, Any]:
@@ -105,7 +81,7 @@ class CheckpointManager:
         self.prefix = prefix
         self.keep = keep
         self.directory.mkdir(parents=True, exist_ok=True)
-        for stray in self.directory.glob(f".tmp-{prefix}-*"):
+        for stray in self.directory.glob(f".{prefix}-*.tmp"):  # left by a writer killed mid-save
             stray.unlink(missing_ok=True)
 
     def checkpoints(self) -> list[tuple[int, Path]]:

@@ -27,7 +27,8 @@ from torch import nn
 
 from secateurs.core.criteria import Criterion
 from secateurs.core.engine import PruneReport, prune
-from secateurs.core.patterns import NM, Structured, parse_pattern
+from secateurs.core.patterns import NM, Pattern, Structured, parse_pattern
+from secateurs.core.summary import count_params
 from secateurs.errors import PruningError
 from secateurs.recovery.distributed import is_distributed, sync_masks, unwrap
 from secateurs.recovery.movement import MovementTracker, track_movement
@@ -57,16 +58,35 @@ class PruneEvent:
         return data
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def _check_setup(model: nn.Module, schedule: Schedule, unit: str, pattern: Pattern, granularity: str,
+                 shrink: bool | ShrinkFn, example_inputs: Any) -> None:
+    """Refuse, before training starts, a controller that could not carry out its schedule."""
+    if not isinstance(schedule, Schedule):
+        raise PruningError(f"schedule must be a Schedule (OneShot, Iterative, Gradual), got {type(schedule).__name__}")
+    if unit not in ("epoch", "step"):
+        raise PruningError(f"unit must be 'epoch' or 'step', got {unit!r}")
+    if shrink and not isinstance(pattern, Structured):
+        raise PruningError(f"shrink=True removes whole channels; it needs a structured granularity such as 'channel', not {granularity!r}")
+    if isinstance(pattern, NM) and len(schedule.events()) != 1:
+        raise PruningError(
+            f"N:M ({granularity}) fixes the sparsity of every block at once; prune it one-shot, then fine-tune"
+        )
+    if shrink and model is not unwrap(model):
+        raise PruningError(
+            "shrink=True replaces parameters, which a DistributedDataParallel/compiled wrapper has already "
+            "captured; shrink the bare model between runs, or prune with masks only (shrink=False)"
+        )
+    if shrink is True and example_inputs is None:
+        raise PruningError("shrink=True traces the model to find coupled channels: pass example_inputs=")
 
 
 class PruningController:
     """Prunes ``model`` following ``schedule``; positions count ``unit``s (``"epoch"`` or ``"step"``).
 
-    ``method``, ``granularity``, ``scope`` and ``**options`` (``include``, ``exclude``, ``per_layer``, criterion
-    options...) go to :func:`secateurs.prune` at each event (to :func:`secateurs.structural.shrink` when
-    shrinking: ``ignore``, ``round_to``, ``min_keep``...). ``method="movement"`` starts accumulating
+    ``method``, ``granularity``, ``scope``, ``normalize_scores`` and ``**options`` (``include``, ``exclude``,
+    ``per_layer``, criterion options...) go to :func:`secateurs.prune` at each event (to
+    :func:`secateurs.structural.shrink` when shrinking: ``exclude``, ``round_to``, ``min_keep``...), so a scheduled
+    cut ranks exactly as a one-shot call does. ``method="movement"`` starts accumulating
     movement scores at :meth:`start`. ``shrink=True`` (structured patterns) physically removes pruned
     channels at each event with :mod:`secateurs.structural`, which needs ``example_inputs``; a
     callable ``shrink(model, target, reached) -> model | None`` replaces that step (see
@@ -84,29 +104,14 @@ class PruningController:
         method: str | Criterion = "magnitude",
         granularity: str = "unstructured",
         scope: str = "local",
+        normalize_scores: bool = True,
         shrink: bool | ShrinkFn = False,
         example_inputs: Any = None,
         on_prune: Callable[[PruneEvent], None] | None = None,
         **options: Any,
     ) -> None:
-        if not isinstance(schedule, Schedule):
-            raise PruningError(f"schedule must be a Schedule (OneShot, Iterative, Gradual), got {type(schedule).__name__}")
-        if unit not in ("epoch", "step"):
-            raise PruningError(f"unit must be 'epoch' or 'step', got {unit!r}")
         pattern_obj = parse_pattern(granularity)
-        if shrink and not isinstance(pattern_obj, Structured):
-            raise PruningError(f"shrink=True removes whole channels; it needs a structured granularity such as 'channel', not {granularity!r}")
-        if isinstance(pattern_obj, NM) and len(schedule.events()) != 1:
-            raise PruningError(
-                f"N:M ({granularity}) fixes the sparsity of every block at once; prune it one-shot, then fine-tune"
-            )
-        if shrink and model is not unwrap(model):
-            raise PruningError(
-                "shrink=True replaces parameters, which a DistributedDataParallel/compiled wrapper has already "
-                "captured; shrink the bare model between runs, or prune with masks only (shrink=False)"
-            )
-        if shrink is True and example_inputs is None:
-            raise PruningError("shrink=True traces the model to find coupled channels: pass example_inputs=")
+        _check_setup(model, schedule, unit, pattern_obj, granularity, shrink, example_inputs)
         self.model = model
         self.schedule = schedule
         self.unit: Unit = unit
@@ -115,8 +120,13 @@ class PruningController:
         #: N:M fixes the sparsity of every block: its events prune with no amount.
         self.fixed_sparsity = isinstance(pattern_obj, NM)
         self.scope = scope
+        self.normalize_scores = normalize_scores
         self.options = options
-        self.shrink_fn: ShrinkFn | None = (default_shrink(example_inputs, method, scope, options) if shrink is True else shrink) or None
+        self.shrink_fn: ShrinkFn | None = None
+        if shrink is True:
+            self.shrink_fn = default_shrink(example_inputs, method, scope, normalize_scores, options)
+        elif shrink:
+            self.shrink_fn = shrink
         self.on_prune = on_prune
         self.steps = 0
         self.epochs = 0
@@ -143,7 +153,7 @@ class PruningController:
         if not self.started:
             self.started = True
             if self.uses_movement:
-                self.tracker = self._track()
+                self.tracker = self._movement_tracker()
         event = self._catch_up()
         return [event] if event else []
 
@@ -163,7 +173,7 @@ class PruningController:
         if not self.started:
             raise PruningError("call controller.start() before training, so pruning planned at position 0 happens first")
 
-    def _track(self) -> MovementTracker:
+    def _movement_tracker(self) -> MovementTracker:
         selection = {k: v for k, v in self.options.items() if k in SELECTION_OPTIONS}
         return track_movement(unwrap(self.model), **selection)
 
@@ -191,10 +201,11 @@ class PruningController:
             sparsity = target
             if self.tracker is not None:
                 self.tracker.stop()
-                self.tracker = self._track()  # new tensors: scores restart
+                self.tracker = self._movement_tracker()  # new tensors: scores restart
         else:
             amount = None if self.fixed_sparsity else target
-            report = prune(model, amount, method=self.method, granularity=self.granularity, scope=self.scope, **self.options)  # type: ignore[arg-type]
+            report = prune(model, amount, method=self.method, granularity=self.granularity, scope=self.scope,  # type: ignore[arg-type]
+                           normalize_scores=self.normalize_scores, **self.options)
             sparsity = report.sparsity
             if is_distributed():
                 sync_masks(model)
@@ -203,7 +214,7 @@ class PruningController:
             unit=self.unit,
             target=target,
             sparsity=sparsity,
-            params=count_parameters(model),
+            params=count_params(model),
             shrunk=self.shrink_fn is not None,
             last=last,
             report=report,
@@ -238,5 +249,5 @@ class PruningController:
         self.history = [PruneEvent(**event) for event in state["history"]]
         if state.get("movement") is not None:
             if self.tracker is None:
-                self.tracker = self._track()
+                self.tracker = self._movement_tracker()
             self.tracker.load_state_dict({k: torch.as_tensor(v) for k, v in state["movement"].items()})

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from secateurs.core.masks import load_mask_state_dict, mask_state_dict
+from secateurs.core.summary import count_params
 from secateurs.errors import PruningError
 from secateurs.recovery.checkpoint import CheckpointManager, pack_module, rng_state, set_rng_state, unpack_module
 from secateurs.recovery.controller import PruneEvent, PruningController
@@ -139,7 +140,7 @@ def split_batch(batch: Any) -> tuple[Any, Any]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Data, batch_size: int = 512, device: torch.device | str | None = None) -> float:
+def top1_accuracy(model: nn.Module, data: Data, batch_size: int = 512, device: torch.device | str | None = None) -> float:
     """Top-1 accuracy of ``model`` on ``data`` (inputs, labels)."""
     dataset = as_dataset(data)
     device = torch.device(device) if device is not None else _device_of(model)
@@ -185,6 +186,25 @@ def lr_factor(schedule: str | Callable[[float], float], progress: float) -> floa
     raise PruningError(f"unknown lr_schedule {schedule!r}; use 'cosine', 'constant' or a callable(progress) -> factor")
 
 
+@dataclass(frozen=True)
+class _Recipe:
+    """How :func:`fit` trains: what it was asked that stays the same for the whole run."""
+
+    epochs: int
+    optimizer: OptimizerSpec
+    lr: float
+    weight_decay: float
+    lr_schedule: str | Callable[[float], float]
+    loss_fn: Callable[[torch.Tensor, Any], torch.Tensor]
+    distiller: Distiller | None
+    clip_grad_norm: float | None
+    eval_data: Data | None
+    checkpoint_every: int | None
+    seed: int
+    log: Callable[[str], None] | None
+    on_batch_end: Callable[[int], None] | None
+
+
 def fit(
     model: nn.Module,
     train: Data,
@@ -214,130 +234,176 @@ def fit(
     A DataLoader given as ``train`` lends its dataset, batch size, collation and workers; the order is
     always :func:`epoch_order` (that is what makes resuming exact). ``loader_options`` override the rest.
 
-    Checkpoints go to ``checkpoint_dir`` at every epoch end and every ``checkpoint_every`` steps; with
-    ``resume`` the newest one there is picked up. ``accuracy_pruned`` is measured on ``eval_data`` right
-    after the controller's last pruning event, before the fine-tuning that follows it.
+    Checkpoints go to ``checkpoint_dir`` at every epoch end and every ``checkpoint_every`` steps (the newest
+    ``keep_checkpoints`` stay); with ``resume`` the newest one there is picked up. ``accuracy_pruned`` is
+    measured on ``eval_data`` right after the controller's last pruning event, before the fine-tuning that
+    follows it. ``on_batch_end(step)`` is called after every optimizer step.
     """
     if epochs < 0:
         raise PruningError(f"epochs must be >= 0, got {epochs}")
     if controller is not None and unwrap(controller.model) is not unwrap(model):
         raise PruningError("the controller was built for another model; pass the same model to both")
-    dataset = as_dataset(train)
-    loader_options = {**loader_settings(train), **(loader_options or {})}
+    recipe = _Recipe(
+        epochs=epochs, optimizer=optimizer, lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule,
+        loss_fn=loss_fn, distiller=distiller, clip_grad_norm=clip_grad_norm, eval_data=eval_data,
+        checkpoint_every=checkpoint_every, seed=seed, log=log, on_batch_end=on_batch_end,
+    )
     batch_size = batch_size or (train.batch_size if isinstance(train, DataLoader) else None) or 64
-    steps_per_epoch = math.ceil(len(epoch_order(seed, 0, len(dataset))) / batch_size)
-    total_steps = max(1, epochs * steps_per_epoch)
-    device = _device_of(model)
-    result = FitResult(model=model)
-    manager = None
-    if checkpoint_dir is not None:
-        suffix = f"-rank{dist.get_rank()}" if is_distributed() else ""
-        manager = CheckpointManager(checkpoint_dir, prefix=f"checkpoint{suffix}", keep=keep_checkpoints)
-    state = manager.load() if manager is not None and resume else None
+    loader_options = {**loader_settings(train), **(loader_options or {})}
+    manager = _checkpoint_manager(checkpoint_dir, keep_checkpoints)
+    training = _Training(model, as_dataset(train), batch_size, loader_options, controller, recipe, manager)
+    training.begin(manager.load() if manager is not None and resume else None)
+    return training.run()
 
-    start_epoch, start_batch, step, elapsed = 0, 0, 0, 0.0
-    if state is None:
-        seed_everything(seed + (dist.get_rank() if is_distributed() else 0))  # independent dropout noise per rank
-        if controller is not None:
-            controller.start()
-            model = controller.model
-    else:
-        model = _restore_model(model, state, controller)
-        start_epoch, start_batch, step, elapsed = state["epoch"], state["batch"], state["step"], state["seconds"]
-        result.history = [EpochLog(**log_) for log_ in state["history"]]
-        result.accuracy_pruned = state["accuracy_pruned"]
-        result.resumed_from = str(manager.latest()) if manager else None
-    opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr, weight_decay)
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
+
+def _checkpoint_manager(directory: str | Path | None, keep: int) -> CheckpointManager | None:
+    """Checkpoints in ``directory``; under torch.distributed each rank writes files of its own."""
+    if directory is None:
+        return None
+    suffix = f"-rank{dist.get_rank()}" if is_distributed() else ""
+    return CheckpointManager(directory, prefix=f"checkpoint{suffix}", keep=keep)
+
+
+class _Training:
+    """One :func:`fit` run: the model, optimizer, position and history that a checkpoint holds."""
+
+    def __init__(self, model: nn.Module, dataset: Dataset, batch_size: int, loader_options: dict[str, Any],
+                 controller: PruningController | None, recipe: _Recipe, manager: CheckpointManager | None) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.loader_options = loader_options
+        self.controller = controller
+        self.recipe = recipe
+        self.manager = manager
+        self.steps_per_epoch = math.ceil(len(epoch_order(recipe.seed, 0, len(dataset))) / batch_size)
+        self.total_steps = max(1, recipe.epochs * self.steps_per_epoch)
+        self.device = _device_of(model)
+        self.result = FitResult(model=model)
+        self.start_epoch, self.start_batch, self.step = 0, 0, 0
+        self.elapsed = 0.0  # seconds spent before the checkpoint this run resumed from
+        self.started = time.perf_counter()
+        self.optimizer: torch.optim.Optimizer  # built by begin(), once the model to train is known
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        recipe = self.recipe
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return make_optimizer(recipe.optimizer, params, recipe.lr, recipe.weight_decay)
+
+    def begin(self, state: dict[str, Any] | None) -> None:
+        """Start afresh (seeded; events at position 0 run now) or continue from a checkpoint's ``state``."""
+        controller = self.controller
+        if state is None:
+            seed_everything(self.recipe.seed + (dist.get_rank() if is_distributed() else 0))  # own dropout noise per rank
+            if controller is not None:
+                controller.start()
+                self.model = controller.model
+            self.optimizer = self._new_optimizer()
+            if controller is not None and controller.history:
+                self._after_event(controller.history[-1])  # events at position 0, already run by start()
+            return
+        self.model = _restore_model(self.model, state, controller)
+        self.start_epoch, self.start_batch, self.step = state["epoch"], state["batch"], state["step"]
+        self.elapsed = state["seconds"]
+        self.result.history = [EpochLog(**log) for log in state["history"]]
+        self.result.accuracy_pruned = state["accuracy_pruned"]
+        self.result.resumed_from = str(self.manager.latest()) if self.manager else None
+        self.optimizer = self._new_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
 
-    def save(epoch: int, batch: int) -> None:
-        if manager is None:
-            return
-        bare = unwrap(model)
-        manager.save(
-            {
-                "version": 1,
-                "epoch": epoch,
-                "batch": batch,
-                "step": step,
-                "seconds": elapsed + time.perf_counter() - started,
-                "model": bare.state_dict(),
-                "module": pack_module(bare) if controller is not None and any(e.shrunk for e in controller.history) else None,
-                "masks": mask_state_dict(bare),
-                "optimizer": opt.state_dict(),
-                "controller": controller.state_dict() if controller is not None else None,
-                "rng": rng_state(),
-                "history": [asdict(log_) for log_ in result.history],
-                "accuracy_pruned": result.accuracy_pruned,
-            },
-            step,
-        )
+    def run(self) -> FitResult:
+        self.started = time.perf_counter()
+        for epoch in range(self.start_epoch, self.recipe.epochs):
+            self._epoch(epoch, self.start_batch if epoch == self.start_epoch else 0)
+        result = self.result
+        result.model = self.model
+        result.events = list(self.controller.history) if self.controller is not None else []
+        result.steps = self.step
+        result.seconds = self.elapsed + time.perf_counter() - self.started
+        return result
 
-    def after_event(event: PruneEvent | None) -> None:
-        nonlocal model, opt
+    def _epoch(self, epoch: int, first: int) -> None:
+        """Train one epoch from its batch ``first``, evaluate, log and checkpoint."""
+        recipe, started = self.recipe, time.perf_counter()
+        params_trained = count_params(self.model)
+        order = epoch_order(recipe.seed, epoch, len(self.dataset))
+        self.model.train()
+        losses = []
+        chunks = batches(self.dataset, order[first * self.batch_size :], self.batch_size, self.loader_options)
+        for index, batch in enumerate(chunks, start=first):
+            losses.append(self._step(batch))
+            if self.controller is not None:
+                self._after_event(self.controller.on_step())
+            every = recipe.checkpoint_every
+            if every and self.step % every == 0 and index + 1 < self.steps_per_epoch:
+                self._save(epoch, index + 1)
+            if recipe.on_batch_end is not None:
+                recipe.on_batch_end(self.step)
+        if self.controller is not None:
+            self._after_event(self.controller.on_epoch())
+        accuracy = top1_accuracy(self.model, recipe.eval_data) if recipe.eval_data is not None else None
+        seconds = time.perf_counter() - started
+        loss = float(np.mean(losses)) if losses else float("nan")
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.result.history.append(EpochLog(epoch, loss, accuracy, seconds, params_trained, lr))
+        if recipe.log:
+            shown = f", accuracy {accuracy:.2%}" if accuracy is not None else ""
+            recipe.log(f"epoch {epoch + 1}/{recipe.epochs}: loss {loss:.4f}{shown} ({seconds:.1f}s)")
+        self._save(epoch + 1, 0)
+
+    def _step(self, batch: Any) -> float:
+        """One optimizer step on ``batch`` at the scheduled learning rate; returns its loss."""
+        recipe, model = self.recipe, self.model
+        inputs, labels = split_batch(move_to(batch, self.device, non_blocking=True))
+        factor = lr_factor(recipe.lr_schedule, self.step / self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+        self.optimizer.zero_grad(set_to_none=True)
+        if recipe.distiller is not None:
+            loss = recipe.distiller(model, inputs, labels).loss
+        else:
+            loss = recipe.loss_fn(logits_of(call_model(model, inputs)), labels)
+        loss.backward()
+        if recipe.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad_norm)
+        self.optimizer.step()
+        self.step += 1
+        return float(loss.detach())
+
+    def _after_event(self, event: PruneEvent | None) -> None:
+        """A shrunk model needs a new optimizer; the last event is when ``accuracy_pruned`` is measured."""
         if event is None:
             return
         if event.shrunk:
-            model = controller.model  # type: ignore[union-attr]
-            opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr, weight_decay)
-        if event.last and eval_data is not None:
-            result.accuracy_pruned = evaluate(model, eval_data)
-        if log:
-            log(f"pruned to {event.sparsity:.1%} at {event.unit} {event.position} ({event.params:,} parameters)")
+            self.model = self.controller.model  # type: ignore[union-attr]
+            self.optimizer = self._new_optimizer()
+        if event.last and self.recipe.eval_data is not None:
+            self.result.accuracy_pruned = top1_accuracy(self.model, self.recipe.eval_data)
+        if self.recipe.log:
+            self.recipe.log(f"pruned to {event.sparsity:.1%} at {event.unit} {event.position} ({event.params:,} parameters)")
 
-    if state is None and controller is not None and controller.history:
-        after_event(controller.history[-1])  # events at position 0, already run by start()
-
-    started = time.perf_counter()
-    for epoch in range(start_epoch, epochs):
-        epoch_started = time.perf_counter()
-        params_trained = sum(p.numel() for p in model.parameters())
-        order = epoch_order(seed, epoch, len(dataset))
-        first = start_batch if epoch == start_epoch else 0
-        model.train()
-        losses = []
-        for index, batch in enumerate(batches(dataset, order[first * batch_size :], batch_size, loader_options), start=first):
-            inputs, labels = split_batch(move_to(batch, device, non_blocking=True))
-            factor = lr_factor(lr_schedule, step / total_steps)
-            for group in opt.param_groups:
-                group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
-            opt.zero_grad(set_to_none=True)
-            if distiller is not None:
-                loss = distiller(model, inputs, labels).loss
-            else:
-                loss = loss_fn(logits_of(call_model(model, inputs)), labels)
-            loss.backward()
-            if clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            opt.step()
-            step += 1
-            losses.append(float(loss.detach()))
-            if controller is not None:
-                after_event(controller.on_step())
-            if checkpoint_every and step % checkpoint_every == 0 and index + 1 < steps_per_epoch:
-                save(epoch, index + 1)
-            if on_batch_end is not None:
-                on_batch_end(step)
-        if controller is not None:
-            after_event(controller.on_epoch())
-        accuracy = evaluate(model, eval_data) if eval_data is not None else None
-        seconds = time.perf_counter() - epoch_started
-        result.history.append(
-            EpochLog(epoch, float(np.mean(losses)) if losses else float("nan"), accuracy, seconds, params_trained,
-                     opt.param_groups[0]["lr"])
-        )
-        if log:
-            acc = f", accuracy {accuracy:.2%}" if accuracy is not None else ""
-            log(f"epoch {epoch + 1}/{epochs}: loss {result.history[-1].loss:.4f}{acc} ({seconds:.1f}s)")
-        save(epoch + 1, 0)
-
-    result.model = model
-    result.events = list(controller.history) if controller is not None else []
-    result.steps = step
-    result.seconds = elapsed + time.perf_counter() - started
-    return result
+    def _save(self, epoch: int, batch: int) -> None:
+        if self.manager is None:
+            return
+        bare, controller = unwrap(self.model), self.controller
+        shrunk = controller is not None and any(e.shrunk for e in controller.history)
+        state = {
+            "version": 1,
+            "epoch": epoch,
+            "batch": batch,
+            "step": self.step,
+            "seconds": self.elapsed + time.perf_counter() - self.started,
+            "model": bare.state_dict(),
+            "module": pack_module(bare) if shrunk else None,
+            "masks": mask_state_dict(bare),
+            "optimizer": self.optimizer.state_dict(),
+            "controller": controller.state_dict() if controller is not None else None,
+            "rng": rng_state(),
+            "history": [asdict(log) for log in self.result.history],
+            "accuracy_pruned": self.result.accuracy_pruned,
+        }
+        self.manager.save(state, self.step)
 
 
 def _restore_model(model: nn.Module, state: dict[str, Any], controller: PruningController | None) -> nn.Module:

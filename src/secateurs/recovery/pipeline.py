@@ -19,10 +19,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from secateurs.core.patterns import NM, parse_pattern
+from secateurs.core.summary import count_params
 from secateurs.errors import PruningError
-from secateurs.recovery.controller import PruneEvent, PruningController, count_parameters
+from secateurs.recovery.controller import PruneEvent, PruningController
 from secateurs.recovery.distill import Distiller
-from secateurs.recovery.loop import Data, EpochLog, as_dataset, epoch_order, evaluate, fit
+from secateurs.recovery.loop import Data, EpochLog, as_dataset, epoch_order, fit, top1_accuracy
 from secateurs.recovery.schedules import OneShot, Schedule, make_schedule
 
 
@@ -70,6 +71,30 @@ class RecoveryResult:
         }
 
 
+def _sparsity_to_reach(granularity: str, amount: float | None) -> float:
+    """The schedule's final sparsity: ``amount``, or the one an N:M granularity fixes."""
+    pattern = parse_pattern(granularity)
+    if isinstance(pattern, NM):
+        if amount is not None:
+            raise PruningError(f"N:M ({granularity}) fixes the sparsity at 1 - {pattern.n}/{pattern.m}; drop the amount")
+        return 1 - pattern.n / pattern.m
+    if amount is None:
+        raise PruningError("give an amount (the sparsity to reach)")
+    return amount
+
+
+def _schedule(schedule: str | Schedule, unit: str | None, sparsity: float, epochs: int,
+              steps_per_epoch: int) -> tuple[Schedule, str]:
+    """A Schedule and its unit from a name (sized to the run) or from a Schedule object and its ``unit``."""
+    if isinstance(schedule, str):
+        if epochs == 0 and schedule.lower() == "oneshot":
+            return OneShot(sparsity), "epoch"
+        return make_schedule(schedule, sparsity, epochs, steps_per_epoch)
+    if unit is None:
+        raise PruningError("with a Schedule object, say whether positions count 'epoch's or 'step's (unit=)")
+    return schedule, unit
+
+
 def recover(
     model: nn.Module,
     train: Data,
@@ -95,30 +120,18 @@ def recover(
 ) -> RecoveryResult:
     """Measure ``model`` on ``test``, prune it to ``amount`` on ``schedule`` (``"oneshot"``, ``"iterative"``,
     ``"gradual"`` or a :class:`Schedule` with its ``unit``) while fine-tuning ``epochs`` on ``train``, and
-    measure again. ``distill=True`` uses a copy of the dense model as teacher. ``fit_options`` go to
+    measure again. ``distill=True`` uses a copy of the dense model as teacher. ``prune_options`` go to the
+    :class:`PruningController` and through it to every cut (``include``, ``exclude``, ``per_layer``,
+    ``normalize_scores`` (default True, as for :func:`secateurs.prune`), shrink options...); ``fit_options`` go to
     :func:`secateurs.recovery.fit` (``lr``, ``optimizer``, ``weight_decay``, ...). An N:M ``granularity``
     fixes the sparsity (``amount=None``) and is pruned one-shot."""
-    nm = parse_pattern(granularity)
-    if isinstance(nm, NM):
-        if amount is not None:
-            raise PruningError(f"N:M ({granularity}) fixes the sparsity at 1 - {nm.n}/{nm.m}; drop the amount")
-        amount = 1 - nm.n / nm.m
-    elif amount is None:
-        raise PruningError("give an amount (the sparsity to reach)")
+    sparsity = _sparsity_to_reach(granularity, amount)
     batch_size = batch_size or (train.batch_size if isinstance(train, DataLoader) else None) or 64
-    accuracy_dense = evaluate(model, test)
-    params_dense = count_parameters(model)
+    accuracy_dense = top1_accuracy(model, test)
+    params_dense = count_params(model)
     distiller = Distiller(copy.deepcopy(model)) if distill is True else (distill or None)
-    if isinstance(schedule, str):
-        steps = math.ceil(len(epoch_order(seed, 0, len(as_dataset(train)))) / batch_size)
-        if epochs == 0 and schedule.lower() == "oneshot":
-            schedule_obj, unit = OneShot(amount), "epoch"
-        else:
-            schedule_obj, unit = make_schedule(schedule, amount, epochs, steps)
-    elif unit is None:
-        raise PruningError("with a Schedule object, say whether positions count 'epoch's or 'step's (unit=)")
-    else:
-        schedule_obj = schedule
+    steps_per_epoch = math.ceil(len(epoch_order(seed, 0, len(as_dataset(train)))) / batch_size)
+    schedule_obj, unit = _schedule(schedule, unit, sparsity, epochs, steps_per_epoch)
     controller = PruningController(
         model, schedule_obj, unit=unit, method=method, granularity=granularity, scope=scope,  # type: ignore[arg-type]
         shrink=shrink, example_inputs=example_inputs, **(prune_options or {}),
@@ -129,18 +142,17 @@ def recover(
     )
     if result.accuracy_pruned is None:
         raise PruningError(f"the schedule {schedule_obj.to_dict()} never pruned within {epochs} epochs; shorten it")
-    final = evaluate(result.model, test)
     return RecoveryResult(
         accuracy_dense=accuracy_dense,
         accuracy_pruned=result.accuracy_pruned,
-        accuracy_finetuned=final,
+        accuracy_finetuned=top1_accuracy(result.model, test),
         sparsity=result.events[-1].sparsity if result.events else 0.0,
         schedule=schedule_obj.to_dict(),
         unit=unit,
         epochs=epochs,
         seconds=result.seconds,
         params_dense=params_dense,
-        params_final=count_parameters(result.model),
+        params_final=count_params(result.model),
         history=result.history,
         events=result.events,
         model=result.model,

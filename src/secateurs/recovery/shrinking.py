@@ -27,14 +27,16 @@ def relative_amount(target: float, reached: float) -> float:
     return max(0.0, 1.0 - (1.0 - target) / (1.0 - reached))
 
 
-def default_shrink(example_inputs: Any, method: Any, scope: str, options: Mapping[str, Any]) -> ShrinkFn:
+def default_shrink(example_inputs: Any, method: Any, scope: str, normalize_scores: bool,
+                   options: Mapping[str, Any]) -> ShrinkFn:
     """Shrink with :func:`secateurs.structural.shrink` (channels; ``options`` such as ``exclude``, ``round_to``,
     ``min_keep`` go to it)."""
 
-    def shrink(model: nn.Module, target: float, reached: float) -> nn.Module | None:
+    def shrink_step(model: nn.Module, target: float, reached: float) -> nn.Module | None:
         amount = relative_amount(target, reached)
         if amount > 0:
-            structural.shrink(model, example_inputs, amount=amount, granularity="channel", method=method, scope=scope, **dict(options))
+            structural.shrink(model, example_inputs, amount=amount, granularity="channel", method=method, scope=scope,
+                              normalize_scores=normalize_scores, **dict(options))
         return None
 
-    return shrink
+    return shrink_step

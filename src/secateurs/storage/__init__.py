@@ -1,21 +1,26 @@
-"""Files: atomic writes, the sparse weights format, the manifest, and pruned-model directories."""
+"""Files: atomic writes, the sparse weights format, the manifest, and pruned-model directories.
 
-from secateurs.storage.directory import (
-    Manifest,
-    ModelDirectoryError,
+* :mod:`.atomic` - files and directories that are never half-written; :func:`cache_dir`;
+* :mod:`.weights` - dense and sparse-bitmask safetensors weights files;
+* :mod:`.manifest` - ``manifest.json``: what a model directory holds and the spec that rebuilds it;
+* :mod:`.directory` - :func:`save_pruned` and :func:`load_into`, a whole model directory.
+"""
+
+from secateurs.storage.atomic import (
     OutputExistsError,
-    SavedModel,
     WriteError,
     atomic_directory,
     atomic_file,
     cache_dir,
     check_output_dir,
+)
+from secateurs.storage.directory import SavedModel, load_into, save_pruned
+from secateurs.storage.manifest import Manifest, ModelDirectoryError, is_model_directory, read_manifest
+from secateurs.storage.weights import (
+    decode_state_dict,
+    encode_state_dict,
     encoded_size,
-    is_model_directory,
-    load_into,
-    read_manifest,
     read_weights,
-    save_pruned,
     write_weights,
 )
 
@@ -29,6 +34,8 @@ __all__ = [
     "atomic_file",
     "cache_dir",
     "check_output_dir",
+    "decode_state_dict",
+    "encode_state_dict",
     "encoded_size",
     "is_model_directory",
     "load_into",

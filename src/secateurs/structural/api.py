@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 from torch import nn
 
+from secateurs.core.amounts import Amount, check_amount
 from secateurs.core.criteria import DEFAULT_CRITERION, Criterion, get_criterion, normalized_for_global
+from secateurs.core.summary import count_params
 from secateurs.errors import PruningError, UnsupportedOperationError
 from secateurs.structural import hf
 from secateurs.structural.depth import shrink_depth
@@ -16,25 +18,31 @@ from secateurs.structural.graph import DependencyGraph, Group, build_graph
 from secateurs.structural.importance import Aggregate, ScoredBy, score_groups
 from secateurs.structural.patchers import patch_modules
 from secateurs.structural.persist import append_step, record_structure
-from secateurs.structural.planning import Amount, Scope, check_amount, plan
+from secateurs.structural.planning import Scope, plan_keep
 from secateurs.structural.report import GroupChange, ShrinkReport
 from secateurs.structural.surgery import Undo, kept_positions, slice_tensors
-from secateurs.structural.verify import (
-    count_params,
-    failing_module,
-    masked_outputs,
-    max_abs_diff,
-    run_outputs,
-    tolerance,
-)
+from secateurs.structural.verify import compare_outputs, masked_outputs, run_shrunk
 
 Granularity = Literal["channel", "head", "layer"]
 
 
-def _criterion(method: str | Criterion, seed: int | None, options: dict[str, Any]) -> Criterion:
+def _make_criterion(method: str | Criterion, seed: int | None, options: dict[str, Any], normalize: bool) -> Criterion:
     if seed is not None:
         options = {**options, "seed": seed}
-    return get_criterion(method, **options)
+    return normalized_for_global(get_criterion(method, **options), normalize)
+
+
+def _prunable_groups(graph: DependencyGraph, granularity: str, exclude: Iterable[str | nn.Module] | None,
+                     prune_normalized: bool) -> list[Group]:
+    groups = graph.groups(granularity, exclude, prune_normalized)
+    if not groups:
+        what = "attention heads were found" if granularity == "head" and not graph.head_classes else "axis is free"
+        raise PruningError(
+            f"no prunable {granularity} groups in {type(graph.model).__name__}: no {what} "
+            "(see build_graph(model, x).why_frozen(name) for the reasons; prune_normalized=True frees dimensions "
+            "that only feed layer norms), or try another granularity"
+        )
+    return groups
 
 
 def shrink(
@@ -50,7 +58,7 @@ def shrink(
     min_keep: int = 1,
     exclude: Iterable[str | nn.Module] | None = None,
     per_layer: Mapping[str, Amount] | None = None,
-    aggregate: Aggregate = "sum",
+    aggregate: Aggregate | None = None,
     scored_by: ScoredBy | None = None,
     prune_normalized: bool = False,
     strict: bool = True,
@@ -68,7 +76,9 @@ def shrink(
     multiples of it; ``min_keep`` is the least any group keeps. ``method`` is any registered criterion (with ``scope="global"``, ``normalize_scores`` makes scores relative to their
     layer's mean, as :func:`secateurs.prune` does);
     ``scored_by="outputs"`` scores a unit by the weights producing it (filters, rows), ``"all"`` adds the
-    weights reading it (default: the criterion's ``scored_by``), and ``aggregate`` sums or averages them.
+    weights reading it (default: the criterion's ``scored_by``), and ``aggregate`` (``"sum"`` or ``"mean"``) combines
+    them (default ``None``: the criterion's ``aggregate``, ``"sum"`` for weight criteria; block influence
+    averages, so a block is ranked by exactly its influence).
     ``prune_normalized`` also prunes dimensions that feed statistics (the hidden size under layer norms,
     head dims under the default attention scale); those statistics are then over the kept channels, and
     the reference for verification computes them the same way.
@@ -78,26 +88,19 @@ def shrink(
     model is left exactly as it was.
     """
     start = time.perf_counter()
-    amount = check_amount(amount)
-    criterion = normalized_for_global(_criterion(method, seed, criterion_options), normalize_scores and scope == "global")
+    amount = check_amount(amount, whole=False)
+    criterion = _make_criterion(method, seed, criterion_options, normalize_scores and scope == "global")
     label = method if isinstance(method, str) else repr(criterion)
+    aggregate = aggregate or criterion.aggregate  # type: ignore[assignment]
     if granularity == "layer":
         return shrink_depth(model, example_inputs, amount, criterion=criterion, scope=scope, exclude=exclude,
                             per_layer=per_layer, aggregate=aggregate, strict=strict, verify=verify, atol=atol,
                             start=start, label=label)
     graph = build_graph(model, example_inputs, strict=strict)
-    groups = graph.groups(granularity, exclude, prune_normalized)
-    if not groups:
-        what = "attention heads were found" if granularity == "head" and not graph.head_classes else "axis is free"
-        raise PruningError(
-            f"no prunable {granularity} groups in {type(model).__name__}: no {what} "
-            "(see build_graph(model, x).why_frozen(name) for the reasons; prune_normalized=True frees dimensions "
-            "that only feed layer norms), or try another granularity"
-        )
+    groups = _prunable_groups(graph, granularity, exclude, prune_normalized)
     scores = score_groups(graph, groups, criterion, aggregate, scored_by or criterion.scored_by)  # type: ignore[arg-type]
-    keep = plan(groups, scores, amount, scope=scope, per_layer=per_layer, min_keep=min_keep, round_to=round_to)
-    report = apply_keep(model, example_inputs, graph, groups, keep, granularity=granularity,
-                        method=label, scope=scope,
+    keep = plan_keep(groups, scores, amount, scope=scope, per_layer=per_layer, min_keep=min_keep, round_to=round_to)
+    report = apply_keep(model, example_inputs, graph, groups, keep, granularity=granularity, method=label, scope=scope,
                         amount=amount, verify=verify, atol=atol, prune_normalized=prune_normalized)
     report.seconds = time.perf_counter() - start
     return report
@@ -108,38 +111,12 @@ def apply_keep(model: nn.Module, example_inputs: Any, graph: DependencyGraph, gr
                atol: float | None = None, prune_normalized: bool = False) -> ShrinkReport:
     """Cut the planned units out of ``model``, verify, and report; rolled back on any failure."""
     params_before, macs_before = count_params(model), graph.macs
-    positions = {}
-    if verify:
-        positions = {name: kept_positions(graph, name, keep) for name in graph.layouts}
-        positions = {n: p for n, p in positions.items() if any(x is not None for x in p)}
-    reference = masked_outputs(graph, example_inputs, keep, positions, prune_normalized) if verify else None
+    reference = _reference(graph, example_inputs, keep, prune_normalized) if verify else None
     undo = Undo()
     try:
-        changed = slice_tensors(graph, keep, undo)
-        attrs = patch_modules(graph, keep, changed, undo)
-        for name in changed:
-            for holder in graph.holders[name]:
-                attrs.setdefault(holder.module_name, {})
-        config, warnings = hf.update_config(model, undo)
-        warnings = list(graph.warnings) + warnings
-        with failing_module(model) as path:
-            try:
-                outputs, macs_after = run_outputs(model, example_inputs)
-            except Exception as exc:
-                where = path[-1] if path else "<model>"
-                raise UnsupportedOperationError(
-                    f"the shrunk model fails in module {where!r} ({type(exc).__name__}: {exc}); its code reads a size "
-                    "secateurs does not update. Register a patcher for it (secateurs.structural.register_patcher) "
-                    "or keep it whole with exclude=[...]. The model was restored."
-                ) from exc
-        diff = tol = None
-        if reference is not None:
-            diff, tol = max_abs_diff(reference, outputs), tolerance(reference, atol)
-            if not diff <= tol:
-                raise PruningError(
-                    f"verification failed: the shrunk model differs from the masked model by {diff:.3g} "
-                    f"(tolerance {tol:.3g}); the model was restored. Please report this model."
-                )
+        attrs, config, warnings = _cut_units(model, graph, keep, undo)
+        outputs, macs_after = run_shrunk(model, example_inputs, _unpatched)
+        diff, tol = compare_outputs(reference, outputs, atol, "the shrunk model differs from the masked model")
         structure = record_structure(model, attrs, config)
     except BaseException:
         undo.rollback()
@@ -151,8 +128,34 @@ def apply_keep(model: nn.Module, example_inputs: Any, graph: DependencyGraph, gr
         macs_before=macs_before, macs_after=macs_after,
         max_abs_diff=diff, tolerance=tol,
         groups=[GroupChange(g.name, g.kind, g.size, sizes.get(g.cls, g.size), len(g.members)) for g in groups],
-        patched_modules=sorted(attrs), warnings=warnings, structure=structure,
+        patched_modules=sorted(attrs), warnings=list(graph.warnings) + warnings, structure=structure,
     )
     append_step(model, structure)
     return report
 
+
+def _reference(graph: DependencyGraph, example_inputs: Any, keep: dict, prune_normalized: bool) -> list:
+    """The masked model's outputs: what the shrunk model must reproduce."""
+    positions = {name: kept_positions(graph, name, keep) for name in graph.layouts}
+    positions = {n: p for n, p in positions.items() if any(x is not None for x in p)}
+    return masked_outputs(graph, example_inputs, keep, positions, prune_normalized)
+
+
+def _cut_units(model: nn.Module, graph: DependencyGraph, keep: dict,
+         undo: Undo) -> tuple[dict[str, dict[str, Any]], dict[str, Any], list[str]]:
+    """Slice the tensors, patch the modules and the Hugging Face config: (module attributes, config, warnings)."""
+    changed = slice_tensors(graph, keep, undo)
+    attrs = patch_modules(graph, keep, changed, undo)
+    for name in changed:
+        for holder in graph.holders[name]:
+            attrs.setdefault(holder.module_name, {})
+    config, warnings = hf.update_config(model, undo)
+    return attrs, config, warnings
+
+
+def _unpatched(where: str, exc: Exception) -> Exception:
+    return UnsupportedOperationError(
+        f"the shrunk model fails in module {where!r} ({type(exc).__name__}: {exc}); its code reads a size "
+        "secateurs does not update. Register a patcher for it (secateurs.structural.register_patcher) "
+        "or keep it whole with exclude=[...]. The model was restored."
+    )

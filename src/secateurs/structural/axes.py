@@ -184,19 +184,19 @@ class AxisStore:
         for reason in reasons:
             self.freeze(ra, reason)
 
-    def _flat(self, kind: str, parts: Iterable[int]) -> list[int]:
+    def _flattened(self, kind: str, parts: Iterable[int]) -> list[int]:
         flat: list[int] = []
         for part in parts:
             split = self._split.get(self.find(part))
             if split and split[0] == kind:
-                flat.extend(self._flat(kind, split[1]))
+                flat.extend(self._flattened(kind, split[1]))
             else:
                 flat.append(self.find(part))
         return flat
 
     def _align(self, split_a: tuple[str, tuple[int, ...]], split_b: tuple[str, tuple[int, ...]], root: int) -> None:
         kind_a, kind_b = split_a[0], split_b[0]
-        a, b = self._flat(kind_a, split_a[1]), self._flat(kind_b, split_b[1])
+        a, b = self._flattened(kind_a, split_a[1]), self._flattened(kind_b, split_b[1])
         if kind_a == kind_b:
             pieces_a, pieces_b = self._common(kind_a, a, b)
             if pieces_a is None:
@@ -271,7 +271,7 @@ class AxisStore:
         if split is None:
             return Layout("atom", self._size[root], cls=root)
         kind, parts = split
-        return Layout(kind, self._size[root], parts=tuple(self.layout(p) for p in self._flat(kind, parts)))
+        return Layout(kind, self._size[root], parts=tuple(self.layout(p) for p in self._flattened(kind, parts)))
 
     def atoms(self, axis: int) -> set[int]:
         return self.layout(axis).classes()

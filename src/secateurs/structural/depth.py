@@ -24,16 +24,17 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from secateurs.core.amounts import Amount, amount_count, per_layer_amounts
 from secateurs.core.criteria import Criterion
+from secateurs.core.summary import count_params
 from secateurs.core.targets import Target
-from secateurs.errors import PruningError, SelectionError
+from secateurs.errors import PruningError
 from secateurs.structural.graph import DependencyGraph, build_graph
 from secateurs.structural.hf import is_hf_model
 from secateurs.structural.persist import append_step, record_structure
-from secateurs.structural.planning import Amount
 from secateurs.structural.report import ShrinkReport
 from secateurs.structural.surgery import Undo
-from secateurs.structural.verify import count_params, failing_module, max_abs_diff, run_outputs, tolerance
+from secateurs.structural.verify import compare_outputs, run_outputs, run_shrunk
 
 #: Operations that pass a tensor through unchanged in value (what may sit between a block's input and its add).
 _TRANSPARENT = ("aten.alias", "aten.view", "aten._unsafe_view", "aten.clone", "aten._to_copy", "aten.detach",
@@ -49,7 +50,7 @@ class Block:
     siblings: int  # how many modules the container holds
 
 
-def find_blocks(graph: DependencyGraph) -> list[Block]:
+def removable_blocks(graph: DependencyGraph) -> list[Block]:
     """Residual blocks that can be removed, in model order."""
     named = graph.named
     calls = defaultdict(list)
@@ -107,21 +108,12 @@ def plan_depth(blocks: list[Block], scores: Mapping[str, float], amount: Amount,
     by_container: dict[str, list[Block]] = defaultdict(list)
     for block in blocks:
         by_container[block.container].append(block)
-    overrides: dict[str, Amount] = {}
-    for pattern, value in (per_layer or {}).items():
-        hits = [c for c in by_container if fnmatch.fnmatchcase(c, pattern)]
-        if not hits:
-            raise SelectionError(f"per-layer pattern {pattern!r} matches no container of removable blocks ({list(by_container)[:5]})")
-        for c in hits:
-            overrides.setdefault(c, value)
+    names = {container: [container] for container in by_container}
+    overrides = per_layer_amounts(per_layer, names, what="container of removable blocks", whole=False)
     chosen: list[Block] = []
-
-    def count(n: int, a: Amount) -> int:
-        return a if isinstance(a, int) else round(a * n)
-
     if scope == "local":
         for container, members in by_container.items():
-            k = min(count(len(members), overrides.get(container, amount)), len(members), members[0].siblings - 1)
+            k = min(amount_count(overrides.get(container, amount), len(members)), len(members), members[0].siblings - 1)
             chosen.extend(sorted(members, key=lambda b: (scores[b.name], b.index))[:k])
         return chosen
     if scope != "global":
@@ -131,7 +123,7 @@ def plan_depth(blocks: list[Block], scores: Mapping[str, float], amount: Amount,
         mean = sum(scores[b.name] for b in members) / len(members)
         for b in members:
             relative[b.name] = scores[b.name] / mean if mean > 0 else scores[b.name]
-    k = count(len(blocks), amount)
+    k = amount_count(amount, len(blocks))
     left = {c: m[0].siblings for c, m in by_container.items()}
     for block in sorted(blocks, key=lambda b: (relative[b.name], b.name)):
         if len(chosen) >= k:
@@ -194,22 +186,30 @@ def remove_blocks(model: nn.Module, named: Mapping[str, nn.Module], blocks: list
     return attrs, config
 
 
+def _not_excluded(blocks: list[Block], exclude: Iterable[str | nn.Module] | None) -> list[Block]:
+    """Blocks that no ``exclude`` entry names: a module, or a glob matching the block or a module inside it."""
+    excluded = list(exclude or [])
+
+    def named(block: Block, entry: str | nn.Module) -> bool:
+        if isinstance(entry, str):
+            return fnmatch.fnmatchcase(block.name, entry) or fnmatch.fnmatchcase(block.name, entry + ".*")
+        return entry is block.module
+
+    return [b for b in blocks if not any(named(b, entry) for entry in excluded)]
+
+
 def shrink_depth(model: nn.Module, example_inputs: Any, amount: Amount, *, criterion: Criterion, scope: str,
                  exclude: Iterable[str | nn.Module] | None, per_layer: Mapping[str, Amount] | None, aggregate: str,
                  strict: bool, verify: bool, atol: float | None, start: float, label: str) -> ShrinkReport:
+    """``shrink(granularity="layer")``: remove the lowest-scored removable blocks, verify, and report."""
     graph = build_graph(model, example_inputs, strict=strict)
-    blocks = find_blocks(graph)
-    ignored = list(exclude or [])
-    blocks = [b for b in blocks if not any(
-        (isinstance(p, str) and (fnmatch.fnmatchcase(b.name, p) or fnmatch.fnmatchcase(b.name, p + ".*"))) or p is b.module
-        for p in ignored)]
+    blocks = _not_excluded(removable_blocks(graph), exclude)
     if not blocks:
         raise PruningError(
             f"no removable blocks in {type(model).__name__}: depth pruning removes residual blocks (a module in a "
             "Sequential/ModuleList whose output has its input's shape and adds its input back)"
         )
-    scores = _block_scores(blocks, criterion, aggregate)
-    chosen = plan_depth(blocks, scores, amount, scope, per_layer)
+    chosen = plan_depth(blocks, _block_scores(blocks, criterion, aggregate), amount, scope, per_layer)
     params_before, macs_before = count_params(model), graph.macs
     reference = None
     if verify:
@@ -218,19 +218,8 @@ def shrink_depth(model: nn.Module, example_inputs: Any, amount: Amount, *, crite
     undo = Undo()
     try:
         attrs, config = remove_blocks(model, graph.named, chosen, undo)
-        with failing_module(model) as path:
-            try:
-                outputs, macs_after = run_outputs(model, example_inputs)
-            except Exception as exc:
-                where = path[-1] if path else "<model>"
-                raise PruningError(f"after removing blocks the model fails in {where!r} ({type(exc).__name__}: {exc}); "
-                                   "the model was restored") from exc
-        diff = tol = None
-        if reference is not None:
-            diff, tol = max_abs_diff(reference, outputs), tolerance(reference, atol)
-            if not diff <= tol:
-                raise PruningError(f"verification failed: removing blocks differs from bypassing them by {diff:.3g} "
-                                   f"(tolerance {tol:.3g}); the model was restored")
+        outputs, macs_after = run_shrunk(model, example_inputs, _failed_after_removal)
+        diff, tol = compare_outputs(reference, outputs, atol, "removing blocks differs from bypassing them")
         removed = [b.name for b in sorted(chosen, key=lambda b: (b.container, -b.index))]  # later ones first
         structure = record_structure(model, attrs, config, removed=removed)
     except BaseException:
@@ -244,3 +233,8 @@ def shrink_depth(model: nn.Module, example_inputs: Any, amount: Amount, *, crite
         removed_layers=[b.name for b in chosen], patched_modules=sorted(attrs), warnings=list(graph.warnings),
         structure=structure,
     )
+
+
+def _failed_after_removal(where: str, exc: Exception) -> Exception:
+    return PruningError(f"after removing blocks the model fails in {where!r} ({type(exc).__name__}: {exc}); "
+                        "the model was restored")

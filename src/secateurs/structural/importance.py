@@ -78,7 +78,7 @@ def score_groups(graph: DependencyGraph, groups: list[Group], criterion: Criteri
     named = dict(graph.model.named_modules(remove_duplicate=False))
     for group in groups:
         if hasattr(criterion, "score_group"):
-            result[group.cls] = _checked(criterion.score_group(group, graph), group)
+            result[group.cls] = _valid_group_scores(criterion.score_group(group, graph), group)
             continue
         members = [m for m in group.members if m.kind == "param" and graph.tensors[m.tensor].is_floating_point()]
         producers = [m for m in members if _produces(graph, named, m)]
@@ -101,11 +101,11 @@ def score_groups(graph: DependencyGraph, groups: list[Group], criterion: Criteri
             continue
         stacked = torch.stack(parts[group.cls]) if parts[group.cls] else torch.zeros(1, group.size)
         total = stacked.sum(0) if aggregate == "sum" else stacked.mean(0)
-        result[group.cls] = _checked(total, group)
+        result[group.cls] = _valid_group_scores(total, group)
     return result
 
 
-def _checked(scores: torch.Tensor, group: Group) -> torch.Tensor:
+def _valid_group_scores(scores: torch.Tensor, group: Group) -> torch.Tensor:
     scores = torch.as_tensor(scores).detach().float().cpu().reshape(-1)
     if scores.numel() != group.size:
         raise PruningError(f"scores for group {group.name} have {scores.numel()} entries, the group {group.size} units")

@@ -509,7 +509,7 @@ def squeeze(tr: Tracer, call: OpCall) -> None:
 
 
 @rule("expand", "expand_as", "broadcast_to")
-def expand(tr: Tracer, call: OpCall) -> None:
+def expand_view(tr: Tracer, call: OpCall) -> None:
     x, out = call.arg("self"), call.outputs[0]
     labels = tr.labels(x)
     lead = out.dim() - x.dim()
@@ -555,7 +555,7 @@ def repeat_interleave(tr: Tracer, call: OpCall) -> None:
 
 
 @rule("select", "select_copy")
-def select(tr: Tracer, call: OpCall) -> None:
+def select_position(tr: Tracer, call: OpCall) -> None:
     x = call.arg("self")
     dim = _dim(call.arg("dim"), x.dim())
     labels = list(tr.labels(x))
@@ -564,7 +564,7 @@ def select(tr: Tracer, call: OpCall) -> None:
     tr.assign(call.outputs[0], labels)
 
 
-def _cut(tr: Tracer, axis: int, sizes: list[int], what: str) -> list[int]:
+def _cut_axis(tr: Tracer, axis: int, sizes: list[int], what: str) -> list[int]:
     """Cut an axis into consecutive pieces. Equal pieces are tied so their sizes stay equal after
     pruning (``chunk``, ``split(n)`` and half-slices compute their sizes from the tensor); any other
     cut has sizes the code may hold as constants, so the axis is frozen."""
@@ -600,7 +600,7 @@ def slice_(tr: Tracer, call: OpCall) -> None:
         tr.freeze(labels[dim], "strided slice")
         labels[dim] = tr.fresh(out.shape[dim], "strided slice")
     else:
-        labels[dim] = _cut(tr, labels[dim], [start, end - start, n - end], "slicing")[1]
+        labels[dim] = _cut_axis(tr, labels[dim], [start, end - start, n - end], "slicing")[1]
     tr.assign(out, labels)
 
 
@@ -616,7 +616,7 @@ def split(tr: Tracer, call: OpCall) -> None:
             tr.assign(out, labels[:dim] + labels[dim + 1:])
         return
     sizes = [o.shape[dim] for o in outs]
-    pieces = _cut(tr, labels[dim], sizes, call.packet) if len(outs) > 1 else [labels[dim]]
+    pieces = _cut_axis(tr, labels[dim], sizes, call.packet) if len(outs) > 1 else [labels[dim]]
     for out, piece in zip(outs, pieces):
         tr.assign(out, [*labels[:dim], piece, *labels[dim + 1:]])
 

@@ -136,7 +136,7 @@ register_patcher(nn.EmbeddingBag)(_embedding)
 
 
 @register_patcher(nn.MultiheadAttention)
-def _multihead_attention(m: nn.MultiheadAttention, ctx: PatchContext) -> None:
+def _patch_multihead_attention(m: nn.MultiheadAttention, ctx: PatchContext) -> None:
     if m.in_proj_weight is not None:
         embed = m.in_proj_weight.shape[1]
         ctx.set(m, "embed_dim", embed)
@@ -225,7 +225,7 @@ def patch_modules(graph: DependencyGraph, keep: dict[int, np.ndarray], changed: 
         fn = _find(module)
         if fn is not None:
             fn(module, ctx)
-        if fn is not _multihead_attention and (ctx.facts("attention") or ctx.facts("matmul")):
+        if fn is not _patch_multihead_attention and (ctx.facts("attention") or ctx.facts("matmul")):
             _attention(module, ctx)
         attrs[module_name] = changes
     return attrs

@@ -6,64 +6,27 @@ model. Ties are broken by position (lower index kept first) so plans repeat exac
 
 from __future__ import annotations
 
-import fnmatch
 import math
-import numbers
-import re
 from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
 import torch
 
-from secateurs.errors import PruningError, SelectionError
+from secateurs.core.amounts import Amount, amount_count, check_amount, per_layer_amounts
+from secateurs.errors import PruningError
 from secateurs.structural.graph import Group
 
 Scope = Literal["local", "global"]
-Amount = float | int
 
 
-def check_amount(amount: object, what: str = "amount") -> Amount:
-    if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
-        raise PruningError(f"{what} must be a float fraction in [0, 1) or an int count, got {amount!r}")
-    if isinstance(amount, numbers.Integral):
-        if amount < 0:
-            raise PruningError(f"{what} must not be negative, got {amount}")
-        return int(amount)
-    if not 0.0 <= float(amount) < 1.0:
-        raise PruningError(f"{what} {amount} must be a fraction in [0, 1): a group is never pruned to zero")
-    return float(amount)
-
-
-def _matches(group: Group, pattern: str) -> bool:
-    names = [group.name, *group.modules, *(m.tensor for m in group.members)]
-    if pattern.startswith("re:"):
-        regex = re.compile(pattern[3:])
-        return any(regex.fullmatch(n) for n in names)
-    return any(fnmatch.fnmatchcase(n, pattern) for n in names)
-
-
-def per_layer_amounts(groups: list[Group], per_layer: Mapping[str, Amount] | None) -> dict[int, Amount]:
-    """Amount for each group named by a pattern (its producer, any member module or tensor); first match wins."""
-    if not per_layer:
-        return {}
-    found: dict[int, Amount] = {}
-    unused = []
-    for pattern, amount in per_layer.items():
-        amount = check_amount(amount, f"amount for {pattern!r}")
-        hits = [g for g in groups if _matches(g, pattern)]
-        if not hits:
-            unused.append(pattern)
-        for group in hits:
-            found.setdefault(group.cls, amount)
-    if unused:
-        raise SelectionError(f"per-layer patterns {unused} match no prunable group; list them with graph.summary()")
-    return found
+def _names(group: Group) -> list[str]:
+    """What a per-layer pattern may name a group by: the group, any member module or tensor."""
+    return [group.name, *group.modules, *(m.tensor for m in group.members)]
 
 
 def _keep_count(size: int, amount: Amount, min_keep: int, round_to: int | None) -> int:
-    removed = amount if isinstance(amount, int) else round(amount * size)
-    keep = max(size - removed, min(min_keep, size))
+    keep = max(size - amount_count(amount, size), min(min_keep, size))
     return _rounded(keep, size, round_to)
 
 
@@ -78,7 +41,7 @@ def _top(scores: torch.Tensor, keep: int) -> np.ndarray:
     return np.sort(order.numpy())
 
 
-def plan(
+def plan_keep(
     groups: list[Group],
     scores: Mapping[int, torch.Tensor],
     amount: Amount,
@@ -89,14 +52,15 @@ def plan(
     round_to: int | None = None,
 ) -> dict[int, np.ndarray]:
     """Kept indices per group class (groups that keep everything are left out)."""
-    amount = check_amount(amount)
+    amount = check_amount(amount, whole=False)
     if scope not in ("local", "global"):
         raise PruningError(f"scope must be 'local' or 'global', got {scope!r}")
     if not isinstance(min_keep, int) or min_keep < 1:
         raise PruningError(f"min_keep must be an int >= 1 (a layer is never pruned to zero), got {min_keep!r}")
     if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
         raise PruningError(f"round_to must be a positive int such as 8 or 16, got {round_to!r}")
-    overrides = per_layer_amounts(groups, per_layer)
+    names = {g.cls: _names(g) for g in groups}
+    overrides = per_layer_amounts(per_layer, names, what="prunable group", whole=False)
     keep_counts: dict[int, int] = {}
     pooled = []
     for group in groups:
@@ -119,8 +83,7 @@ def _global_counts(groups: list[Group], scores: Mapping[int, torch.Tensor], amou
                    round_to: int | None) -> dict[int, int]:
     """Rank every unit of every group together. Scores are divided by their group's mean so groups of
     different sizes and member counts compete on equal terms."""
-    total = sum(g.size for g in groups)
-    to_remove = amount if isinstance(amount, int) else round(amount * total)
+    to_remove = amount_count(amount, sum(g.size for g in groups))
     entries = []
     for g in groups:
         s = scores[g.cls]

@@ -119,7 +119,7 @@ def module_rule(cls: type[nn.Module]) -> Callable[[ModuleRule], ModuleRule]:
 
 
 @module_rule(nn.MultiheadAttention)
-def _multihead_attention(tr: Tracer, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+def _trace_multihead_attention(tr: Tracer, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
     """``in_proj`` output is unflattened as ``(3, query.size(-1))``: its per-projection width is the query width."""
     query = args[0] if args else kwargs.get("query")
     weight = module.in_proj_weight

@@ -1,4 +1,4 @@
-"""Check a shrunk model against the masked original, and measure parameters and MACs.
+"""Check a shrunk model against the masked original, and count its MACs on the traced path.
 
 The reference is the original model with every removed slice zeroed (masked copies of the affected
 parameters are swapped in for one forward pass and swapped out again). Removing a slice
@@ -9,7 +9,7 @@ agree to float rounding; anything more is a bug or an unsupported pattern, and t
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from secateurs.errors import UnsupportedOperationError
+from secateurs.errors import PruningError, UnsupportedOperationError
 from secateurs.runtime import call_model
 from secateurs.structural.graph import DependencyGraph
 from secateurs.structural.surgery import slice_tensor
@@ -168,7 +168,7 @@ def masked_outputs(graph: DependencyGraph, example_inputs: Any, keep: dict[int, 
     """The reference: the original model with every removed slice zeroed (and, when normalised dimensions
     are pruned, statistics over the kept positions), run exactly as it was traced."""
     model = graph.model
-    with swapped(graph, masked_parameters(graph, positions)), analysis_mode(model):
+    with swapped(graph, removed_slices_zeroed(graph, positions)), analysis_mode(model):
         if statistics_over_kept:
             with StatisticsOverKept(graph, keep):
                 output = call_model(model, example_inputs)
@@ -177,7 +177,7 @@ def masked_outputs(graph: DependencyGraph, example_inputs: Any, keep: dict[int, 
     return [t.detach() for t in output_tensors(output)]
 
 
-def masked_parameters(graph: DependencyGraph, positions: dict[str, list[np.ndarray | None]]) -> dict[str, torch.Tensor]:
+def removed_slices_zeroed(graph: DependencyGraph, positions: dict[str, list[np.ndarray | None]]) -> dict[str, torch.Tensor]:
     """Copies of the affected parameters with the removed slices zeroed (buffers stay as they are)."""
     masked = {}
     for name, pos in positions.items():
@@ -215,18 +215,33 @@ def tolerance(reference: list[torch.Tensor], atol: float | None = None) -> float
     return (3e-2 if low else 1e-3) * scale
 
 
-def count_params(model: nn.Module) -> int:
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    return total
+def run_shrunk(model: nn.Module, example_inputs: Any,
+               explain: Callable[[str, Exception], Exception]) -> tuple[list[torch.Tensor], int]:
+    """:func:`run_outputs` of the shrunk model; an exception in forward becomes ``explain(module path, exc)``."""
+    with _failing_module(model) as path:
+        try:
+            return run_outputs(model, example_inputs)
+        except Exception as exc:
+            raise explain(path[-1] if path else "<model>", exc) from exc
+
+
+def compare_outputs(reference: list[torch.Tensor] | None, outputs: list[torch.Tensor], atol: float | None,
+                    comparison: str) -> tuple[float | None, float | None]:
+    """(largest difference, tolerance) of ``outputs`` against ``reference`` (None, None without one); beyond the
+    tolerance a :class:`PruningError` says ``comparison`` ("the shrunk model differs from the masked model")."""
+    if reference is None:
+        return None, None
+    diff, tol = max_abs_diff(reference, outputs), tolerance(reference, atol)
+    if not diff <= tol:
+        raise PruningError(
+            f"verification failed: {comparison} by {diff:.3g} (tolerance {tol:.3g}); the model was restored. "
+            "Please report this model."
+        )
+    return diff, tol
 
 
 @contextlib.contextmanager
-def failing_module(model: nn.Module) -> Iterator[list[str]]:
+def _failing_module(model: nn.Module) -> Iterator[list[str]]:
     """Yields a list that, after an exception in forward, holds the path of modules it happened in."""
     names = {id(m): n for n, m in model.named_modules()}
     stack: list[str] = []

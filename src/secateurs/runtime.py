@@ -43,15 +43,23 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @contextlib.contextmanager
-def inference(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no autograd for the duration; the training flag is restored afterwards."""
-    was_training = model.training
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the duration; afterwards every module's own train/eval flag comes back as found (a model
+    may hold frozen submodules in eval mode while it trains, which ``model.train(was)`` would undo)."""
+    modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
-        with torch.no_grad():
-            yield model
+        yield model
     finally:
-        model.train(was_training)
+        for module, training in modes.items():
+            module.training = training
+
+
+@contextlib.contextmanager
+def inference(model: nn.Module) -> Iterator[nn.Module]:
+    """:func:`eval_mode` and no autograd for the duration."""
+    with eval_mode(model), torch.no_grad():
+        yield model
 
 
 @contextlib.contextmanager

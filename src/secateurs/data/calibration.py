@@ -9,7 +9,6 @@ tokens, so every window is a full-length sequence without padding.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
 import re
@@ -102,18 +101,6 @@ class Calibration(Sequence[Batch]):
 
 # ---------------------------------------------------------------------------------------------- models
 
-
-@contextlib.contextmanager
-def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode while calibration data runs through ``model``; afterwards every module's own train/eval
-    flag comes back as found (a model may hold frozen submodules in eval mode while it trains)."""
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes.items():
-            module.training = training
 
 
 def is_sentence_transformer(model: nn.Module) -> bool:

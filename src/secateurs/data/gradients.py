@@ -13,8 +13,9 @@ import torch
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-from secateurs.data.calibration import Batch, Calibration, evaluation_mode
+from secateurs.data.calibration import Batch, Calibration
 from secateurs.errors import PruningError
+from secateurs.runtime import eval_mode
 
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
@@ -70,7 +71,7 @@ def accumulate_gradients(
     loss_fn = loss_fn or default_loss
     stats = GradientStatistics()
     chosen = list({id(p): p for p in params}.values())
-    with _gradients_into(stats, model, chosen), evaluation_mode(model):
+    with _gradients_into(stats, model, chosen), eval_mode(model):
         for batch in calibration:
             loss = loss_fn(model, batch)
             if not isinstance(loss, torch.Tensor) or loss.dim() != 0:

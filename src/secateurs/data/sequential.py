@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from secateurs.data.calibration import Calibration, evaluation_mode, hf_config
+from secateurs.data.calibration import Calibration, hf_config
 from secateurs.errors import UnsupportedOperationError
-from secateurs.runtime import move_to
+from secateurs.runtime import eval_mode, move_to
 
 Observer = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], None]
 
@@ -230,7 +230,7 @@ def walk_blocks(
     """
     name, blocks = find_blocks(model)
     meter = meter if meter is not None else ActivationMeter()
-    with evaluation_mode(model):
+    with eval_mode(model):
         inputs = capture_inputs(model, blocks[0], calibration, device, meter)
         for index, block in enumerate(tqdm(blocks, desc=desc, unit="block", disable=not progress)):
             home = next(block.parameters()).device if any(True for _ in block.parameters()) else None

@@ -17,8 +17,9 @@ from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 from secateurs.core.targets import is_hf_conv1d
-from secateurs.data.calibration import Batch, evaluation_mode
+from secateurs.data.calibration import Batch
 from secateurs.errors import PruningError, UnsupportedOperationError
+from secateurs.runtime import eval_mode
 
 
 @dataclass
@@ -145,7 +146,7 @@ def gather_input_statistics(
 ) -> InputStatistics:
     """Input statistics of ``modules`` from full forward passes of ``model`` (in eval mode) over ``calibration``."""
     stats = InputStatistics(gram=gram)
-    with evaluation_mode(model), stats.watch(modules), torch.no_grad():
+    with eval_mode(model), stats.watch(modules), torch.no_grad():
         for batch in calibration:
             with stats.tokens(batch.token_mask):
                 batch.run(model)

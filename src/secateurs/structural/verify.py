@@ -20,22 +20,10 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from secateurs.errors import PruningError, UnsupportedOperationError
-from secateurs.runtime import call_model
+from secateurs.runtime import call_model, inference
 from secateurs.structural.graph import DependencyGraph
 from secateurs.structural.surgery import slice_tensor
 from secateurs.structural.trace import analysis_mode, output_tensors
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
 
 
 @contextlib.contextmanager
@@ -155,7 +143,7 @@ def run_outputs(model: nn.Module, example_inputs: Any) -> tuple[list[torch.Tenso
         output = call_model(model, example_inputs)
     outputs = [t.detach() for t in output_tensors(output)]
     if any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
-        with eval_mode(model):
+        with inference(model):
             fast = [t.detach() for t in output_tensors(call_model(model, example_inputs))]
         diff = max_abs_diff(outputs, fast)
         if not diff <= tolerance(outputs):

@@ -5,8 +5,9 @@ are pruned at 50% of channels with L2 magnitude by ``secateurs.structural.shrink
 (``torch_pruning.pruner.MetaPruner`` with ``GroupMagnitudeImportance(p=2)``, output layer ignored,
 otherwise default settings), each in its own subprocess under a memory limit so that one failure or
 out-of-memory does not stop the run. Reported per tool: success, prune time, peak memory (resident set
-while pruning), MACs ratio and CPU latency ratio (batch 1, pruned / original, measured in the same
-process), and for secateurs the max |shrunk - masked| difference.
+while pruning), MACs ratio and CPU latency ratio (batch 1, pruned / original, timed in the same
+process by ``secateurs.measure.compare_latency``: interleaved rounds, median of per-round ratios, with its
+spread), and for secateurs the max |shrunk - masked| difference.
 
 secateurs runs with ``prune_normalized=True`` so that, like Torch-Pruning, it also prunes dimensions under
 layer norms (ViT, Swin, ConvNeXt hidden sizes); CNNs with BatchNorm are unaffected by that switch.
@@ -113,24 +114,6 @@ def _first_tensor(out):
     return next(v for v in out if isinstance(v, torch.Tensor))
 
 
-def latency_ms(model, x, min_time: float, min_runs: int = 3) -> float:
-    """Median wall time of one forward pass, after a warm-up pass."""
-    import torch
-
-    times = []
-    with torch.inference_mode():
-        _call(model, x)
-        start = time.perf_counter()
-        while len(times) < min_runs or time.perf_counter() - start < min_time:
-            t0 = time.perf_counter()
-            _call(model, x)
-            times.append(time.perf_counter() - t0)
-            if len(times) >= 50:
-                break
-    times.sort()
-    return 1000 * times[len(times) // 2]
-
-
 def macs(model, x) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -150,7 +133,8 @@ def prune_secateurs(model, x, output_layer):
     from secateurs.structural import shrink
 
     report = shrink(model, x, 0.5, method="l2", prune_normalized=True)
-    return {"max_abs_diff": report.max_abs_diff, "tolerance": report.tolerance,
+    return {"max_abs_diff": report.max_abs_diff, "max_rel_diff": report.max_rel_diff, "tolerance": report.tolerance,
+            "verified": report.verified, "verification": report.verification, "points_checked": report.points_checked,
             "groups": len(report.groups), "warnings": report.warnings[:2]}
 
 
@@ -207,30 +191,34 @@ def worker(tool: str, spec: str, threads: int) -> dict:
     return result
 
 
-def timing_worker(spec: str, tools: list[str], threads: int, min_time: float, rounds: int = 5) -> dict:
-    """Latency of the original and of each tool's pruned model, measured in one process, interleaved round
-    by round, so that load from other jobs hits every variant alike."""
+def timing_worker(spec: str, tools: list[str], threads: int, budget_s: float) -> dict:
+    """Latency of the original and of each tool's pruned model, timed in one process by secateurs' one timing
+    module (``compare_latency``): interleaved round by round, so that load from other jobs hits every variant
+    alike, with ratios taken round by round."""
     import copy
 
     import torch
 
+    from secateurs.measure import compare_latency
+
     torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
+    torch.set_flush_denormal(True)  # for pruning; compare_latency flushes denormals itself while timing
     model, x, output_layer = build(spec)
-    variants = {"original": model.eval()}
+    variants = {"original": model}
     for tool in tools:
         pruned = copy.deepcopy(model)
         output = next((n for n, m in model.named_modules() if m is output_layer), None)
         prune(tool, pruned, x, None if output is None else pruned.get_submodule(output))
-        variants[tool] = pruned.eval()
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    for name, m in variants.items():
-        latency_ms(m, x, 0.0, min_runs=1)  # warm-up
-    for _ in range(rounds):
-        for name, m in variants.items():
-            samples[name].append(latency_ms(m, x, min_time / rounds, min_runs=1))
-    median = {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
-    return {"model": spec, "ok": True, "latency_ms": median}
+        variants[tool] = pruned
+    timing = compare_latency(variants, x if isinstance(x, dict) else (x,), threads=threads, budget_s=budget_s)
+    pruned_names = [name for name in timing.ratios if name != "original"]
+    return {
+        "model": spec, "ok": True, "threads": timing.threads, "rounds": timing.rounds, "noisy": timing.noisy,
+        "latency_ms": {name: latency.median_ms for name, latency in timing.latencies.items()},
+        "latency_spread": {name: latency.spread for name, latency in timing.latencies.items()},
+        "latency_ratio": {name: timing.ratios[name].median for name in pruned_names},
+        "latency_ratio_spread": {name: timing.ratios[name].spread for name in pruned_names},
+    }
 
 
 # -- driver ----------------------------------------------------------------------------------------
@@ -267,6 +255,17 @@ def run_one(tool: str, spec: str, args: argparse.Namespace, tools: list[str] | N
     return {"tool": tool, "model": spec, "ok": False, "error": message[:160]}
 
 
+def _latency_ratio(timing: dict, tool: str) -> str:
+    """Pruned / original time: the median of per-round ratios ± their interquartile range / median (rows timed
+    before compare_latency hold medians only)."""
+    latency = timing.get("latency_ms", {})
+    if tool not in latency:
+        return "—"
+    if tool not in timing.get("latency_ratio", {}):
+        return f"{latency[tool] / latency['original']:.3f}"
+    return f"{timing['latency_ratio'][tool]:.3f} ±{timing['latency_ratio_spread'][tool]:.0%}"
+
+
 def _cell(r: dict | None, timing: dict | None, tool: str) -> list[str]:
     secateurs = tool == "secateurs"
     if r is None:
@@ -274,12 +273,21 @@ def _cell(r: dict | None, timing: dict | None, tool: str) -> list[str]:
     if not r.get("ok"):
         return [f"FAIL: {r.get('error', '')}".replace("|", "/")] + [""] * (5 if secateurs else 4)
     status = "ok" if r.get("output_kept", True) else "ok (output resized)"
-    latency = (timing or {}).get("latency_ms", {})
-    ratio = f"{latency[tool] / latency['original']:.3f}" if tool in latency else "—"
+    ratio = _latency_ratio(timing or {}, tool)
     cells = [status, f"{r['prune_s']:.1f}", f"{r['peak_mb'] / 1024:.2f}", f"{r['macs_after'] / r['macs_before']:.3f}", ratio]
     if secateurs:
-        cells.append(f"{r['max_abs_diff']:.1e}")
+        cells.append(_verification(r))
     return cells
+
+
+def _verification(r: dict) -> str:
+    """Verified at how many points with what worst relative difference; "not verified" where nothing could be
+    compared; rows from before per-point verification hold an output-only max |diff|, marked as such."""
+    if "verified" not in r:
+        return f"output only: {r['max_abs_diff']:.1e}"
+    if not r["verified"]:
+        return "not verified"
+    return f"yes, {r['points_checked']} pts, {r['max_rel_diff']:.0e}"
 
 
 def write_table(results: dict[str, dict[str, dict]], args: argparse.Namespace, command: str, path: Path) -> None:
@@ -296,17 +304,23 @@ def write_table(results: dict[str, dict[str, dict]], args: argparse.Namespace, c
         "all models are random-init.",
         "",
         "**Timings were taken while other engineers used the same 2 cores: re-run on a quiet machine before quoting "
-        "latencies.** Ratios are pruned / original. Latencies of the original and of both pruned models are measured "
-        "in one process, interleaved over 5 rounds (median), so load from other jobs hits them alike. Peak memory is the resident "
+        "latencies.** Ratios are pruned / original. Latencies of the original and of both pruned models are timed "
+        "in one process by `secateurs.measure.compare_latency`, interleaved round by round after warm-up (3 to 15 "
+        f"rounds, about {args.min_time:g} s of timed calls per model), so load from other jobs hits them alike; a "
+        "latency cell is the median of the per-round ratios ± their interquartile range as a fraction of the median "
+        "(over 10%: noisy). Peak memory is the resident "
         f"set of the worker process while pruning (model included); each worker runs under a {args.memory_gb} GB limit.",
         "",
-        "secateurs: `shrink(model, x, 0.5, method='l2', prune_normalized=True)`; every result is verified against "
-        "the masked model (max |diff| column). Torch-Pruning 1.6.1: `MetaPruner(GroupMagnitudeImportance(p=2), "
+        "secateurs: `shrink(model, x, 0.5, method='l2', prune_normalized=True)`; every result is checked against "
+        "the masked model at the output of every layer holding a cut tensor (kept positions only) and at the outputs, "
+        "each point to 1e-3 of its own scale, skipping points whose values vanish (random-init outputs often do). "
+        "\"verified\" column: the number of points compared and the worst relative difference, or \"not verified\" "
+        "when no compared value carried a signal. Torch-Pruning 1.6.1: `MetaPruner(GroupMagnitudeImportance(p=2), "
         "pruning_ratio=0.5, ignored_layers=[output layer])`, with the `num_heads`/`head_dim` updates of its own timm ViT "
         "example, and the first output tensor as `output_transform` for Hugging Face models. \"output resized\" = the pruned model's output changed "
         "shape (Torch-Pruning prunes the hidden size a Hugging Face encoder returns).",
         "",
-        "| model | secateurs | time s | peak GB | MACs | latency | max abs diff | Torch-Pruning | time s | peak GB | MACs | latency | original ms |",
+        "| model | secateurs | time s | peak GB | MACs | latency | verified | Torch-Pruning | time s | peak GB | MACs | latency | original ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for spec, row in results.items():
@@ -332,7 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1: the machine is shared)")
     parser.add_argument("--memory-gb", type=float, default=8.0, help="memory limit per worker (default 8)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per worker (default 1800)")
-    parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timing per model variant (split over 5 rounds)")
+    parser.add_argument("--min-time", type=float, default=3.0,
+                        help="seconds of timed calls per model variant, over interleaved rounds (default 3)")
     parser.add_argument("--output", type=Path, default=RESULTS / "structural_coverage.md")
     parser.add_argument("--worker", nargs=2, metavar=("TOOL", "SPEC"), help=argparse.SUPPRESS)
     parser.add_argument("--timing-tools", help=argparse.SUPPRESS)
@@ -347,7 +362,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     command = "python benchmarks/structural_coverage.py " + " ".join(argv if argv is not None else sys.argv[1:])
     raw = args.output.with_suffix(".json")
-    results: dict[str, dict[str, dict]] = json.loads(raw.read_text()) if raw.exists() and args.models else {}
+    # Rows are replaced one model at a time, so an interrupted run leaves the others' earlier rows (marked as such).
+    results: dict[str, dict[str, dict]] = json.loads(raw.read_text()) if raw.exists() else {}
     tools = ["secateurs"] + ([] if args.skip_torch_pruning else ["torch-pruning"])
     for spec in args.models or all_models():
         row = results.setdefault(spec, {})
@@ -360,6 +376,7 @@ def main(argv: list[str] | None = None) -> None:
         if not row["timing"].get("ok") and len(good) > 1:  # three copies of a huge model may not fit: time ours alone
             row["timing"] = run_one("timing", spec, args, tools=good[:1])
         print(f"{spec:32s} {'timing':14s} {row['timing'].get('latency_ms', row['timing'].get('error'))}", flush=True)
+        raw.parent.mkdir(parents=True, exist_ok=True)
         raw.write_text(json.dumps(results, indent=1))
         write_table(results, args, command.strip(), args.output)
 

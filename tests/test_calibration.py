@@ -1,4 +1,5 @@
-"""Calibration sources: text files, strings, built-ins, tensors, loaders; windows and sentences."""
+"""Calibration sources: text files, strings, built-ins, tensors, loaders; windows and sentences; checked inputs
+(binary, empty, short text, tokenizers)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from secateurs.data import TokenizerNeededError, check_calibration_source
 from secateurs.data.calibration import (
     Batch,
     Calibration,
@@ -113,15 +115,11 @@ def test_batches_copy_dict_arguments() -> None:
 
 def test_bad_sources_name_the_fix(tmp_path, bert) -> None:
     model, tokenizer = bert
-    with pytest.raises(PruningError, match="neither a file nor a built-in"):
+    with pytest.raises(PruningError, match="'no-such-file.txt' does not exist.*built-ins: english"):
         load_calibration("no-such-file.txt", model, tokenizer=tokenizer)
-    short = tmp_path / "short.txt"
-    short.write_text("too short", encoding="utf-8")
-    with pytest.raises(PruningError, match="fewer than one window"):
-        load_calibration(short, model, tokenizer=tokenizer, seq_len=64, unit="window")
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n", encoding="utf-8")
-    with pytest.raises(PruningError, match="empty"):
+    with pytest.raises(PruningError, match="empty.txt' is empty"):
         load_calibration(empty, model, tokenizer=tokenizer)
     with pytest.raises(PruningError, match="tokenizer"):
         load_calibration("english", nn.Linear(2, 2))
@@ -129,3 +127,70 @@ def test_bad_sources_name_the_fix(tmp_path, bert) -> None:
         load_calibration(3.5, model)
     with pytest.raises(PruningError, match="empty"):
         Calibration([])
+
+
+# ---------------------------------------------------------------------------------------------- checked inputs
+
+
+def test_binary_and_undecodable_files_are_refused_naming_the_file(tmp_path, bert) -> None:
+    model, tokenizer = bert
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(bytes(range(256)) * 800)  # 200 KB, NUL bytes among them
+    with pytest.raises(PruningError, match=r"weights.bin' looks binary: 32 NUL bytes in the first 8 KB; give a UTF-8"):
+        load_calibration(binary, model, tokenizer=tokenizer)
+    with pytest.raises(PruningError, match="looks binary"):
+        check_calibration_source(str(binary))  # the same check, before any model loads
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("Grüße aus Köln, ".encode("latin-1") * 40)
+    with pytest.raises(PruningError, match=r"latin1.txt' is not UTF-8 text: byte 0xfc at offset 2"):
+        load_calibration(latin, model, tokenizer=tokenizer)
+    controls = tmp_path / "controls.txt"
+    controls.write_bytes(b"\x01\x02\x03\x1b text" * 100)
+    with pytest.raises(PruningError, match="controls.txt' looks binary: .* control characters"):
+        check_calibration_source(controls)
+
+
+def test_existence_and_emptiness_are_checked_cheaply(tmp_path) -> None:
+    with pytest.raises(PruningError, match="'missing.txt' does not exist"):
+        check_calibration_source("missing.txt")
+    with pytest.raises(PruningError, match="is a directory"):
+        check_calibration_source(str(tmp_path))
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    with pytest.raises(PruningError, match="empty.txt' is empty"):
+        check_calibration_source(tmp_path / "empty.txt")
+    with pytest.raises(PruningError, match="tokenizer path 'no-such-dir' does not exist"):
+        check_calibration_source("english", tokenizer="no-such-dir")
+    check_calibration_source("english")
+    check_calibration_source(torch.zeros(2, 3))  # not a string: nothing to check
+
+
+def test_a_text_shorter_than_one_window_is_used_whole_with_a_warning(tmp_path, bert) -> None:
+    model, tokenizer = bert
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Meeting notes: ship the pruned model on Friday, after the accuracy check passes. " * 3, encoding="utf-8")
+    tokens = len(tokenizer(notes.read_text(), add_special_tokens=False)["input_ids"])
+    with pytest.warns(UserWarning, match=rf"has {tokens} tokens .* one window of {tokens} tokens, the whole text; a full window takes 94 tokens"):
+        calibration = load_calibration(notes, model, tokenizer=tokenizer, seq_len=96, num_samples=8, unit="window")
+    ids = calibration[0].kwargs["input_ids"]
+    assert calibration.num_samples == 1 and ids.shape == (1, tokens + 2)
+    assert f"1 x {tokens + 2} tokens of notes.txt" in calibration.description
+
+
+def test_a_text_too_short_to_calibrate_says_how_much_is_needed(tmp_path, bert) -> None:
+    model, tokenizer = bert
+    short = tmp_path / "short.txt"
+    short.write_text("too short", encoding="utf-8")
+    with pytest.raises(PruningError, match=r"has 2 tokens \(9 characters\); at least 16 tokens \(about 63 more characters\)"):
+        load_calibration(short, model, tokenizer=tokenizer, seq_len=64, unit="window")
+
+
+def test_tokenizer_from_a_path_and_a_named_error_without_one(tmp_path, bert) -> None:
+    model, tokenizer = bert
+    tokenizer.save_pretrained(tmp_path / "tok")
+    from_path = load_calibration("english", model, tokenizer=str(tmp_path / "tok"), num_samples=2, seq_len=16, unit="window")
+    given = load_calibration("english", model, tokenizer=tokenizer, num_samples=2, seq_len=16, unit="window")
+    assert torch.equal(from_path[0].kwargs["input_ids"], given[0].kwargs["input_ids"])
+    with pytest.raises(TokenizerNeededError, match=r"none was found for BertModel; pass tokenizer=\.\.\."):
+        load_calibration("english", model)
+    with pytest.raises(PruningError, match="cannot load a tokenizer from"):
+        load_calibration("english", model, tokenizer=str(tmp_path))

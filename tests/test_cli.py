@@ -35,6 +35,9 @@ REQUIRED_KEYS = {
     "macs_after",
     "latency_ms_before",
     "latency_ms_after",
+    "latency_ratio",
+    "latency_spread",
+    "latency_noisy",
     "output_dir",
 }
 

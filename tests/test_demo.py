@@ -28,7 +28,7 @@ def _cache(tmp_path, monkeypatch) -> None:
 
 
 def test_fast_demo_end_to_end(tmp_path) -> None:
-    config = DemoConfig(ratios=(0.3, 0.9), train=FAST, latency_min_run_time=0.005, latency_batch=8)
+    config = DemoConfig(ratios=(0.3, 0.9), train=FAST, latency_budget_s=0.005, latency_batch=8)
     result = run_demo(config, progress=False)
     assert not result.cached and result.cache_path.is_file()
     assert str(result.cache_path).startswith(str(tmp_path / "cache"))

@@ -76,7 +76,9 @@ def test_absolute_amounts_are_targets_and_relative_amounts_are_fractions_of_what
     sc.prune(model, 0.3)
     sc.prune(model, 0.5)
     assert zeros(model[6].weight) == round(0.5 * model[6].weight.numel())
-    sc.prune(model, 0.4)  # already sparser: nothing more
+    with pytest.raises(sc.NothingPrunedError, match="already at"):
+        sc.prune(model, 0.4)  # already sparser: nothing more, and saying so
+    sc.prune(model, 0.4, allow_noop=True)
     assert zeros(model[6].weight) == round(0.5 * model[6].weight.numel())
     other = convnet()
     sc.prune(other, 0.5, mode="relative")

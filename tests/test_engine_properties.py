@@ -141,7 +141,7 @@ def test_a_bracket_that_misses_the_threshold_is_widened_until_it_holds_it(ties):
 @given(seed=st.integers(0, 2**16), ties=st.booleans(), amount=st.floats(0, 1), first=st.floats(0, 0.6))
 def test_global_scope_prunes_what_a_brute_force_sort_of_all_weights_prunes(seed, ties, amount, first):
     model = mlp(seed, ties)
-    sc.prune(model, first, include_output=True)  # existing masks: pruned weights are not eligible again
+    sc.prune(model, first, include_output=True, allow_noop=True)  # existing masks: pruned weights are not eligible again
     before = pruned(model)
     names = list(before)
     params = [model.get_submodule(n.rsplit(".", 1)[0]).weight.detach().abs() for n in names]
@@ -149,7 +149,7 @@ def test_global_scope_prunes_what_a_brute_force_sort_of_all_weights_prunes(seed,
     total = sum(p.numel() for p in params)
     k = max(0, round(amount * total) - sum(int(m.sum()) for m in before.values()))
     expected = brute_force(params, keeps, k)
-    sc.prune(model, amount, scope="global", include_output=True)
+    sc.prune(model, amount, scope="global", include_output=True, allow_noop=True)
     after = pruned(model)
     for name, keep in zip(names, expected):
         assert torch.equal(~after[name].reshape(-1), keep), name
@@ -168,8 +168,8 @@ def test_absolute_amounts_are_targets_and_relative_ones_fractions_of_what_remain
 
     absolute, relative = mlp(seed, False), mlp(seed, False)
     for model, mode in ((absolute, "absolute"), (relative, "relative")):
-        sc.prune(model, a1, granularity=granularity, include="0.weight", mode=mode)
-        sc.prune(model, a2, granularity=granularity, include="0.weight", mode=mode)
+        sc.prune(model, a1, granularity=granularity, include="0.weight", mode=mode, allow_noop=True)
+        sc.prune(model, a2, granularity=granularity, include="0.weight", mode=mode, allow_noop=True)
     zeros, groups = pruned_groups(absolute)
     assert zeros == max(round(a1 * groups), round(a2 * groups))
     zeros, groups = pruned_groups(relative)
@@ -179,8 +179,8 @@ def test_absolute_amounts_are_targets_and_relative_ones_fractions_of_what_remain
 
 def test_absolute_example_half_after_three_tenths_is_half():
     model = mlp(0, False)
-    sc.prune(model, 0.3, include_output=True)
-    report = sc.prune(model, 0.5, include_output=True)
+    sc.prune(model, 0.3, include_output=True, allow_noop=True)
+    report = sc.prune(model, 0.5, include_output=True, allow_noop=True)
     for layer in report.layers:
         assert layer.zeros_after == round(0.5 * layer.params)
 
@@ -188,7 +188,7 @@ def test_absolute_example_half_after_three_tenths_is_half():
 @pytest.mark.parametrize("amount,count", [(0.25, 2), (0.35, 4), (0.45, 4), (0.15, 2), (0.05, 0)])
 def test_fractions_round_half_to_even(amount, count):
     layer = nn.Linear(5, 2)  # 10 weights: amount * 10 lands on x.5
-    sc.prune(nn.Sequential(layer, nn.Linear(2, 2)), amount, include="0.weight")
+    sc.prune(nn.Sequential(layer, nn.Linear(2, 2)), amount, include="0.weight", allow_noop=True)
     assert int((layer.weight == 0).sum()) == count == round(amount * 10)
 
 
@@ -200,10 +200,10 @@ def test_counts_are_exact_for_fractions_and_ints(n, amount, count):
     with torch.no_grad():
         model[0].weight.copy_(torch.randn(3, n))
     first = copy.deepcopy(model)
-    sc.prune(first, amount, include="0.weight")
+    sc.prune(first, amount, include="0.weight", allow_noop=True)
     assert int((~first[0].weight_mask).sum()) == round(amount * 3 * n)
     second = copy.deepcopy(model)
-    sc.prune(second, count, include="0.weight")
+    sc.prune(second, count, include="0.weight", allow_noop=True)
     assert int((~second[0].weight_mask).sum()) == count
 
 
@@ -219,12 +219,12 @@ def test_random_criterion_is_reproducible_from_a_seed_or_torch_manual_seed(seed,
     runs = []
     for _ in range(2):
         model = copy.deepcopy(base)
-        sc.prune(model, amount, method="random", seed=seed, granularity=granularity, scope=scope, include_output=True)
+        sc.prune(model, amount, method="random", seed=seed, granularity=granularity, scope=scope, include_output=True, allow_noop=True)
         runs.append(pruned(model))
     for _ in range(2):
         model = copy.deepcopy(base)
         torch.manual_seed(seed)
-        sc.prune(model, amount, method="random", granularity=granularity, scope=scope, include_output=True)
+        sc.prune(model, amount, method="random", granularity=granularity, scope=scope, include_output=True, allow_noop=True)
         runs.append(pruned(model))
     for name in runs[0]:
         assert torch.equal(runs[0][name], runs[1][name])
@@ -236,8 +236,8 @@ def test_random_criterion_is_reproducible_from_a_seed_or_torch_manual_seed(seed,
 def test_deterministic_criteria_give_the_same_masks_every_time(seed, ties, granularity):
     amount = None if granularity == "2:4" else 0.4
     a, b = convnet(seed, ties), convnet(seed, ties)
-    sc.prune(a, amount, granularity=granularity, include_output=True)
-    sc.prune(b, amount, granularity=granularity, include_output=True)
+    sc.prune(a, amount, granularity=granularity, include_output=True, allow_noop=True)
+    sc.prune(b, amount, granularity=granularity, include_output=True, allow_noop=True)
     for (name, x), y in zip(pruned(a).items(), pruned(b).values()):
         assert torch.equal(x, y), name
 
@@ -253,9 +253,9 @@ def test_n_m_blocks_along_the_input_dim_keep_at_most_n(seed, ties, nm, first):
     with torch.no_grad():
         for i, module in enumerate(model):
             module.weight.copy_(weights(tuple(module.weight.shape), seed + i, ties))
-    sc.prune(model, first, types=[nn.Linear, nn.Conv2d, nn.Conv1d], include_output=True)
+    sc.prune(model, first, types=[nn.Linear, nn.Conv2d, nn.Conv1d], include_output=True, allow_noop=True)
     before = {k: v.clone() for k, v in pruned(model).items()}
-    sc.prune(model, granularity=f"{n}:{m}", types=[nn.Linear, nn.Conv2d, nn.Conv1d], include_output=True)
+    sc.prune(model, granularity=f"{n}:{m}", types=[nn.Linear, nn.Conv2d, nn.Conv1d], include_output=True, allow_noop=True)
     after = pruned(model)
     for name, module in model.named_children():
         nonzero = (module.weight != 0).movedim(1, -1).reshape(-1, m)
@@ -272,7 +272,7 @@ def test_n_m_blocks_along_the_input_dim_keep_at_most_n(seed, ties, nm, first):
 def test_structured_pruning_zeroes_whole_rows_or_columns_and_leaves_the_rest(seed, ties, granularity, amount, scope):
     model = convnet(seed, ties)
     original = copy.deepcopy(model)
-    sc.prune(model, amount, granularity=granularity, scope=scope, include_output=True)
+    sc.prune(model, amount, granularity=granularity, scope=scope, include_output=True, allow_noop=True)
     for (name, module), (_, before) in zip(model.named_children(), original.named_children()):
         if not hasattr(module, "weight"):
             continue
@@ -287,8 +287,8 @@ def test_structured_pruning_zeroes_whole_rows_or_columns_and_leaves_the_rest(see
 def test_global_scope_on_one_tensor_equals_local_scope(seed, ties, amount, granularity):
     assume(granularity == "unstructured" or isinstance(amount, float) or amount <= 5)  # 1.weight is 5x9
     local, pooled = mlp(seed, ties), mlp(seed, ties)
-    sc.prune(local, amount, granularity=granularity, include="1.weight", scope="local")
-    sc.prune(pooled, amount, granularity=granularity, include="1.weight", scope="global")
+    sc.prune(local, amount, granularity=granularity, include="1.weight", scope="local", allow_noop=True)
+    sc.prune(pooled, amount, granularity=granularity, include="1.weight", scope="global", allow_noop=True)
     assert torch.equal(local[1].weight_mask, pooled[1].weight_mask)
 
 
@@ -296,8 +296,8 @@ def test_global_scope_on_one_tensor_equals_local_scope(seed, ties, amount, granu
 @given(seed=st.integers(0, 2**16), ties=st.booleans(), amount=st.floats(0, 1), override=st.floats(0, 1))
 def test_per_layer_amounts_in_global_scope_are_local_and_the_rest_ranked_together(seed, ties, amount, override):
     model, reference = mlp(seed, ties), mlp(seed, ties)
-    sc.prune(model, amount, scope="global", per_layer={"1.weight": override}, include_output=True)
-    sc.prune(reference, override, include="1.weight")
+    sc.prune(model, amount, scope="global", per_layer={"1.weight": override}, include_output=True, allow_noop=True)
+    sc.prune(reference, override, include="1.weight", allow_noop=True)
     assert torch.equal(model[1].weight_mask, reference[1].weight_mask)
     others = [model[0].weight_mask, model[2].weight_mask]
     assert sum(int((~m).sum()) for m in others) == round(amount * sum(m.numel() for m in others))
@@ -324,7 +324,7 @@ def test_pruned_weights_are_never_revived(seed, ties, steps):
             scope, amount = "local", None
         if scope == "row" and pattern != "unstructured":
             scope = "local"
-        sc.prune(model, amount, granularity=pattern, scope=scope, mode=mode, method=method, seed=seed, include_output=True)
+        sc.prune(model, amount, granularity=pattern, scope=scope, mode=mode, method=method, seed=seed, include_output=True, allow_noop=True)
         now = pruned(model)
         for name, was in seen.items():
             assert bool((now[name] >= was).all()), f"{name} revived after {pattern}/{scope}/{mode}"
@@ -360,7 +360,7 @@ BAD_CALLS = {
 @given(seed=st.integers(0, 2**16), bad=st.sampled_from(sorted(BAD_CALLS)), first=st.floats(0, 0.8), nan_layer=st.sampled_from([None, 0, 2]))
 def test_a_call_that_raises_leaves_the_model_exactly_as_it_was(seed, bad, first, nan_layer):
     model = mlp(seed, False)
-    sc.prune(model, first, include_output=True)
+    sc.prune(model, first, include_output=True, allow_noop=True)
     call = BAD_CALLS[bad]
     if nan_layer is not None:  # a NaN in some layer: everything before it must not be written either
         with torch.no_grad():

@@ -149,7 +149,7 @@ def test_existing_directory_is_refused_unless_overwrite(tmp_path, spec) -> None:
     out = tmp_path / "out"
     save_pruned(model, out, source=spec)
     first = (out / MANIFEST).read_text()
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
         save_pruned(model, out, source=spec)
     assert (out / MANIFEST).read_text() == first
     save_pruned(model, out, source=spec, overwrite=True, extra={"second": True})

@@ -55,8 +55,8 @@ def test_every_source_is_listed() -> None:
         ("torchvision:", "needs an argument"),
         ("timm:no_such_net", "unknown timm model"),
         ("hf:/no/such/dir", "not a Hugging Face model directory"),
-        ("python:nomodule_xyz:build", "cannot import module"),
-        ("python:build", "python:MODULE:FACTORY"),
+        ("python:nomodule_xyz:build", "cannot find module"),
+        ("python:build", "python:MODULE:FUNCTION"),
         ("", "give a model spec"),
     ],
 )

@@ -29,12 +29,13 @@ from secateurs.core.targets import Target
 # The layers above the core (imported after it: they build on it). Importing them also registers their
 # criteria (wanda, sparsegpt's helpers, taylor, activation, block_influence, movement).
 from secateurs.data import DataPruneReport, block_influence, collect_input_statistics, prune_with_data  # noqa: E402
-from secateurs.errors import PruningError, SecateursError, SelectionError, UnsupportedOperationError
-from secateurs.measure import Measurements, measure  # noqa: E402
+from secateurs.errors import NothingPrunedError, PruningError, SecateursError, SelectionError, UnsupportedOperationError
+from secateurs.measure import LatencyComparison, Measurements, compare_latency, measure  # noqa: E402
 from secateurs.recovery import PruningController, recover  # noqa: E402
 from secateurs.sources import LoadedModel, load_model, load_pruned  # noqa: E402
 from secateurs.storage import save_pruned  # noqa: E402
 from secateurs.structural import ShrinkReport, shrink  # noqa: E402
+from secateurs import analysis  # noqa: E402 - sc.analysis.sensitivity(...), parse_metric(...)
 from secateurs.version import __version__
 
 remove = finalize
@@ -43,6 +44,7 @@ __all__ = [
     "NM",
     "DataPruneReport",
     "LoadedModel",
+    "LatencyComparison",
     "Measurements",
     "PruningController",
     "ShrinkReport",
@@ -51,6 +53,7 @@ __all__ = [
     "load_model",
     "load_pruned",
     "measure",
+    "compare_latency",
     "prune_with_data",
     "recover",
     "save_pruned",
@@ -61,6 +64,7 @@ __all__ = [
     "Magnitude",
     "Pattern",
     "PruneReport",
+    "NothingPrunedError",
     "PruningError",
     "Random",
     "SecateursError",

@@ -15,6 +15,11 @@ class PruningError(SecateursError, ValueError):
     """A pruning request that cannot be carried out as asked (bad amount, bad tensor, bad selection)."""
 
 
+class NothingPrunedError(PruningError):
+    """A request that would remove nothing (amount 0, or an amount that rounds to no unit): refused, because a
+    silent no-op looks like success. The message names the smallest amount that acts; ``allow_noop=True`` accepts it."""
+
+
 class SelectionError(PruningError):
     """Include/exclude patterns or module types that select nothing, or name something that is not there."""
 
@@ -29,6 +34,11 @@ class ModelSpecError(SecateursError, ValueError):
 
 class InputShapeError(ModelSpecError):
     """The example input does not fit the model."""
+
+
+class FactoryError(SecateursError):
+    """User code that secateurs called (a ``python:MODULE:FUNCTION`` factory, metric or data source) raised;
+    the message names the spec and the original error."""
 
 
 class MissingDependencyError(SecateursError, ImportError):

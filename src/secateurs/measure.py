@@ -9,12 +9,19 @@ counts matrix multiplications and convolutions (2 FLOPs per MAC), so ``MACs = FL
 elementwise operations (activations, norms, additions) are not counted. Masked pruning leaves the
 dense MACs unchanged (the zeros are still multiplied); :func:`count_nonzero_macs` gives the MACs
 that touch a nonzero weight, what an ideal sparse kernel would execute.
+
+Latency is timed one way, by :func:`compare_latency`, for every command, benchmark and layer: models that
+are compared (dense and pruned) run in the same process, interleaved round by round after warm-up, with
+denormals flushed, on a stated number of threads (1 unless asked), and each is reported with its median,
+its spread, and its ratio to the reference. :func:`measure_latency` is the same for one model.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict, dataclass
+import contextlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -23,8 +30,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from secateurs.core.summary import count_params
 from secateurs.core.targets import is_linear_like
-from secateurs.runtime import Inputs, call_model, inference
+from secateurs.runtime import Inputs, call_model, inference, model_device, torch_threads
 from secateurs.storage import encoded_size
+
+#: A time or ratio whose interquartile range exceeds this fraction of its median is reported as noisy.
+NOISY_SPREAD = 0.10
+#: Fewest timed rounds, however slow a model is: a median and a spread need a few samples.
+MIN_ROUNDS = 3
+#: Most timed rounds; a fast model gets longer blocks of calls per round instead of more rounds.
+MAX_ROUNDS = 15
+#: Seconds of timed calls per model, spread over the rounds, unless asked otherwise.
+DEFAULT_BUDGET_S = 0.5
 
 
 def count_nonzero(model: nn.Module) -> int:
@@ -77,59 +93,243 @@ def count_nonzero_macs(model: nn.Module, inputs: Inputs) -> int:
 
 @dataclass(frozen=True)
 class Latency:
-    """Median wall time of one forward pass, after warm-up, from :mod:`torch.utils.benchmark`."""
+    """Wall time of one forward pass: the median over timed rounds and the interquartile range across them."""
 
     median_ms: float
     iqr_ms: float
-    runs: int
+    rounds: int
+    #: Timed calls in all rounds together.
+    calls: int
     threads: int
 
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+    @property
+    def spread(self) -> float:
+        """Interquartile range as a fraction of the median."""
+        return relative_spread(self.iqr_ms, self.median_ms)
+
+    @property
+    def noisy(self) -> bool:
+        return self.spread > NOISY_SPREAD
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "spread": self.spread, "noisy": self.noisy}
 
 
-def _benchmark_module() -> Any:
-    """``torch.utils.benchmark``, imported without the CUDA_HOME warning it logs on CPU-only machines."""
-    logger = logging.getLogger("torch.utils.cpp_extension")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        from torch.utils import benchmark
-    finally:
-        logger.setLevel(level)
-    return benchmark
+@dataclass(frozen=True)
+class LatencyRatio:
+    """A model's time over the reference model's: median and interquartile range of the per-round ratios.
+    Both were timed in the same round, so load that slows the machine for a while cancels out."""
+
+    median: float
+    iqr: float
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range as a fraction of the median."""
+        return relative_spread(self.iqr, self.median)
+
+    @property
+    def noisy(self) -> bool:
+        return self.spread > NOISY_SPREAD
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "spread": self.spread, "noisy": self.noisy}
+
+
+def relative_spread(iqr: float, median: float) -> float:
+    """``iqr / median``: how far apart the middle half of the samples lie, relative to their median."""
+    return iqr / median if median > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class LatencyComparison:
+    """Models timed on the same inputs, interleaved round by round (:func:`compare_latency`); ``ratios``
+    hold every model's time over the ``reference`` (the first model; its own ratio is 1)."""
+
+    reference: str
+    latencies: dict[str, Latency]
+    ratios: dict[str, LatencyRatio]
+    threads: int
+    rounds: int
+
+    def __getitem__(self, name: str) -> Latency:
+        return self.latencies[name]
+
+    @property
+    def spread(self) -> float:
+        """The largest relative spread of any model's time or any ratio."""
+        return max(item.spread for item in (*self.latencies.values(), *self.ratios.values()))
+
+    @property
+    def noisy(self) -> bool:
+        """Whether any time or ratio spreads more than :data:`NOISY_SPREAD`: the figures are not to be trusted."""
+        return self.spread > NOISY_SPREAD
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "threads": self.threads,
+            "rounds": self.rounds,
+            "spread": self.spread,
+            "noisy": self.noisy,
+            "latencies": {name: latency.to_dict() for name, latency in self.latencies.items()},
+            "ratios": {name: ratio.to_dict() for name, ratio in self.ratios.items()},
+        }
+
+
+def compare_latency(
+    models: Mapping[str, nn.Module] | Sequence[nn.Module],
+    inputs: Inputs,
+    *,
+    threads: int = 1,
+    budget_s: float = DEFAULT_BUDGET_S,
+    warmup: int = 3,
+    rounds: int | None = None,
+) -> LatencyComparison:
+    """Time the forward pass of every model on the same ``inputs``, interleaved, and compare each to the first.
+
+    Each round times every model once, as a block of calls, the order rotating from round to round, so that
+    load from other work hits every model alike; ratios are taken round by round. Before the rounds each model
+    makes ``warmup`` calls that are not counted (allocator, lazy initialisation, caches); the fastest of them
+    after the first estimates a call's time, which plans the rounds: each model gets about ``budget_s`` seconds
+    of timed calls over up to :data:`MAX_ROUNDS` rounds. A model too slow for that gets fewer rounds, never
+    below :data:`MIN_ROUNDS` even past the budget, rather than a number cut short. ``rounds`` fixes the count.
+
+    Timing runs on ``threads`` intra-op threads with denormals flushed on the calling thread (random-init
+    and pruned weights produce them, and each costs many times a normal float on x86), every model in eval
+    mode under ``no_grad``; threads, the denormal flag and every module's train flag come back as they were.
+    Models given as a sequence are named ``"0"``, ``"1"``, ...
+    """
+    named = dict(models) if isinstance(models, Mapping) else {str(i): model for i, model in enumerate(models)}
+    _check_timing_request(named, threads, budget_s, warmup, rounds)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch_threads(threads))
+        stack.enter_context(_denormals_flushed())
+        for model in named.values():
+            stack.enter_context(inference(model))
+        call_seconds = {name: _warm_up(model, inputs, warmup) for name, model in named.items()}
+        rounds, calls = _plan(call_seconds, budget_s, rounds)
+        seconds = _timed_rounds(named, inputs, rounds, calls)
+    return _comparison(seconds, calls, threads)
 
 
 def measure_latency(
     model: nn.Module,
     inputs: Inputs,
     *,
-    min_run_time: float = 0.2,
-    threads: int | None = None,
+    threads: int = 1,
+    budget_s: float = DEFAULT_BUDGET_S,
     warmup: int = 3,
+    rounds: int | None = None,
 ) -> Latency:
-    """Time the forward pass with ``torch.utils.benchmark.Timer`` (``blocked_autorange``).
+    """One model timed as :func:`compare_latency` times several: its median and spread over the rounds."""
+    return compare_latency([model], inputs, threads=threads, budget_s=budget_s, warmup=warmup, rounds=rounds)["0"]
 
-    ``warmup`` untimed calls come first (allocator, lazy init, caches); then calls are timed in blocks
-    for at least ``min_run_time`` seconds and the median per call is reported. ``threads`` defaults to
-    torch's current intra-op thread count. On CUDA the timer synchronizes for us.
-    """
-    threads = threads or torch.get_num_threads()
-    with inference(model):
-        timer = _benchmark_module().Timer(
-            stmt="call_model(model, inputs)",
-            globals={"call_model": call_model, "model": model, "inputs": inputs},
-            num_threads=threads,
-        )
-        if warmup > 0:
-            timer.timeit(warmup)
-        result = timer.blocked_autorange(min_run_time=min_run_time)
-    return Latency(
-        median_ms=result.median * 1e3,
-        iqr_ms=result.iqr * 1e3,
-        runs=len(result.raw_times) * result.number_per_run,
-        threads=threads,
-    )
+
+def _check_timing_request(
+    models: Mapping[str, nn.Module], threads: int, budget_s: float, warmup: int, rounds: int | None
+) -> None:
+    """Refuse a request that cannot be timed, before any forward pass."""
+    if not models:
+        raise ValueError("models is empty: give at least one model to time")
+    if not all(isinstance(model, nn.Module) for model in models.values()):
+        raise ValueError("models must be torch.nn.Module objects (a mapping of names to modules, or a list of them)")
+    if not (isinstance(threads, int) and threads >= 1):
+        raise ValueError(f"threads={threads!r}: give a whole number of intra-op threads, 1 or more")
+    if not budget_s > 0:
+        raise ValueError(f"budget_s={budget_s!r}: give the seconds of timed calls per model, more than 0")
+    if warmup < 1:
+        raise ValueError(f"warmup={warmup!r}: at least 1 (warm-up calls also estimate the time that plans the rounds)")
+    if rounds is not None and rounds < 1:
+        raise ValueError(f"rounds={rounds!r}: give 1 or more, or None to fit the rounds to budget_s")
+
+
+@contextlib.contextmanager
+def _denormals_flushed() -> Iterator[None]:
+    """Denormals flushed to zero on this thread for the duration; the previous setting comes back after."""
+    was_flushing = _flushing_denormals()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was_flushing)
+
+
+def _flushing_denormals() -> bool:
+    """Whether this thread flushes denormals now. torch can set the flag but not read it, so this probes it:
+    a quarter of the smallest normal float32 is a denormal, or zero when flushed."""
+    return float(torch.tensor([torch.finfo(torch.float32).tiny]) / 4) == 0.0
+
+
+def _block_seconds(model: nn.Module, inputs: Inputs, calls: int) -> float:
+    """Wall time of ``calls`` forward passes in a row, the device's queue drained before and after.
+
+    Timed with :func:`time.perf_counter` rather than ``torch.utils.benchmark.Timer``, whose ``timeit``
+    adds at least two warm-up calls per block: three times the cost of a slow model's one-call block."""
+    device = model_device(model)
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        call_model(model, inputs)
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a block's time includes it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _warm_up(model: nn.Module, inputs: Inputs, calls: int) -> float:
+    """``calls`` uncounted forward passes; the fastest after the first (which pays for lazy initialisation)
+    estimates a call's time, to plan the rounds, whatever load hit one of them."""
+    seconds = [_block_seconds(model, inputs, 1) for _ in range(calls)]
+    return min(seconds[1:] or seconds)
+
+
+def _plan(call_seconds: Mapping[str, float], budget_s: float, rounds: int | None) -> tuple[int, dict[str, int]]:
+    """The number of rounds (fitted to the slowest model unless given), and each model's calls per round,
+    so that every model gets about ``budget_s`` seconds of timed calls in all."""
+    if rounds is None:
+        rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, int(budget_s / max(call_seconds.values()))))
+    block_s = budget_s / rounds
+    return rounds, {name: max(1, round(block_s / max(seconds, 1e-9))) for name, seconds in call_seconds.items()}
+
+
+def _timed_rounds(
+    models: Mapping[str, nn.Module], inputs: Inputs, rounds: int, calls: Mapping[str, int]
+) -> dict[str, list[float]]:
+    """Seconds per call of every model in every round; round ``i`` starts with model ``i`` (mod their number)."""
+    names = list(models)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        start = index % len(names)
+        for name in names[start:] + names[:start]:
+            seconds[name].append(_block_seconds(models[name], inputs, calls[name]) / calls[name])
+    return seconds
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """First quartile, median and third quartile (linear interpolation)."""
+    quartiles = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+    q1, median, q3 = torch.quantile(torch.tensor(values, dtype=torch.float64), quartiles).tolist()
+    return q1, median, q3
+
+
+def _comparison(seconds: Mapping[str, list[float]], calls: Mapping[str, int], threads: int) -> LatencyComparison:
+    """Medians and spreads of the per-round seconds, and of every model's per-round ratio to the first."""
+    reference = next(iter(seconds))
+    rounds = len(seconds[reference])
+    latencies, ratios = {}, {}
+    for name, samples in seconds.items():
+        q1, median, q3 = _quartiles(samples)
+        latencies[name] = Latency(median * 1e3, (q3 - q1) * 1e3, rounds, rounds * calls[name], threads)
+        r1, ratio, r3 = _quartiles([s / r for s, r in zip(samples, seconds[reference])])
+        ratios[name] = LatencyRatio(ratio, r3 - r1)
+    return LatencyComparison(reference, latencies, ratios, threads, rounds)
 
 
 @dataclass(frozen=True)
@@ -156,7 +356,10 @@ def size_on_disk(model: nn.Module) -> DiskSize:
 
 @dataclass(frozen=True)
 class Measurements:
-    """Everything :func:`measure` found; ``latency`` is None when it was not timed."""
+    """Everything :func:`measure` found about one model; ``latency`` is None when it was not timed.
+
+    To compare models (dense and pruned), measure each with ``latency=False`` and time them together with
+    :func:`compare_latency`; :meth:`with_latency` attaches each one's share of the comparison."""
 
     params: int
     nonzero: int
@@ -173,6 +376,10 @@ class Measurements:
     def latency_ms(self) -> float | None:
         return None if self.latency is None else self.latency.median_ms
 
+    def with_latency(self, latency: Latency | None) -> Measurements:
+        """The same measurements with a latency timed elsewhere (one model's entry of a comparison)."""
+        return replace(self, latency=latency)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "params": self.params,
@@ -183,6 +390,8 @@ class Measurements:
             "dense_bytes": self.size.dense_bytes,
             "sparse_bytes": self.size.sparse_bytes,
             "latency_ms": self.latency_ms,
+            "latency_spread": None if self.latency is None else self.latency.spread,
+            "latency_noisy": None if self.latency is None else self.latency.noisy,
             "latency": None if self.latency is None else self.latency.to_dict(),
         }
 
@@ -192,10 +401,11 @@ def measure(
     inputs: Inputs,
     *,
     latency: bool = True,
-    min_run_time: float = 0.2,
-    threads: int | None = None,
+    budget_s: float = DEFAULT_BUDGET_S,
+    threads: int = 1,
 ) -> Measurements:
-    """All measurements of ``model`` on ``inputs`` at once (latency optional: it is the slow one)."""
+    """All measurements of one model on ``inputs`` at once; ``latency=False`` skips timing, the slow part
+    (and the part to do with :func:`compare_latency` when another model is compared)."""
     macs = mac_counts(model, inputs)
     return Measurements(
         params=count_params(model),
@@ -203,5 +413,5 @@ def measure(
         macs=macs.dense,
         nonzero_macs=macs.nonzero,
         size=size_on_disk(model),
-        latency=measure_latency(model, inputs, min_run_time=min_run_time, threads=threads) if latency else None,
+        latency=measure_latency(model, inputs, budget_s=budget_s, threads=threads) if latency else None,
     )

@@ -15,9 +15,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from secateurs.cli import demo, prune, summary
+from secateurs.cli import bench, demo, export, prune, report, sensitivity, study, summary
 from secateurs.cli.command import ArgumentParser, Command, UsageError
 from secateurs.cli.options import add_debug_option
+from secateurs.cli.wording import in_cli_words
 from secateurs.errors import ModelSpecError, PruningError, SecateursError
 from secateurs.storage import OutputExistsError
 from secateurs.version import __version__
@@ -29,7 +30,13 @@ EXIT_INTERRUPTED = 130
 #: Errors that mean "the command line is wrong" (exit 2); every other error is a failure (exit 1).
 USAGE_ERRORS: tuple[type[BaseException], ...] = (UsageError, ModelSpecError, PruningError, OutputExistsError)
 
-COMMANDS: dict[str, Command] = {command.name: command for command in (prune.COMMAND, summary.COMMAND, demo.COMMAND)}
+COMMANDS: dict[str, Command] = {
+    command.name: command
+    for command in (
+        prune.COMMAND, summary.COMMAND, demo.COMMAND, sensitivity.COMMAND, study.COMMAND, report.COMMAND,
+        export.COMMAND, bench.COMMAND,
+    )  # fmt: skip
+}
 
 
 def register_command(command: Command) -> None:
@@ -56,7 +63,7 @@ def build_parser() -> ArgumentParser:
         )
         command.add_arguments(sub)
         add_debug_option(sub)
-        sub.set_defaults(handler=command.run)
+        sub.set_defaults(handler=command.run, parser=sub)
     return parser
 
 
@@ -74,8 +81,9 @@ def _error(message: str, code: int) -> int:
     return code
 
 
-def _report_error(exc: BaseException, debug: bool) -> int:
-    """One line on stderr (after the traceback with --debug); returns the exit code."""
+def _report_error(exc: BaseException, debug: bool, parser: argparse.ArgumentParser | None = None) -> int:
+    """One line on stderr (after the traceback with --debug), naming the subcommand's options where the
+    library named parameters; returns the exit code."""
     if debug:
         traceback.print_exc()
     code = EXIT_USAGE if isinstance(exc, USAGE_ERRORS) else EXIT_FAILURE
@@ -83,7 +91,7 @@ def _report_error(exc: BaseException, debug: bool) -> int:
     message = str(exc) if known else f"{type(exc).__name__}: {exc}"
     if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
         message += f": {exc.filename}"
-    message = " ".join(message.split()) or type(exc).__name__
+    message = in_cli_words(" ".join(message.split()), parser) or type(exc).__name__
     if not known and not debug:
         message += " (run with --debug for the traceback)"
     return _error(message, code)
@@ -94,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     _offline_environment(debug)
+    args = None
     try:
         args = build_parser().parse_args(argv)
         args.argv = argv
@@ -106,4 +115,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - every error becomes one line (or a traceback with --debug)
-        return _report_error(exc, debug)
+        return _report_error(exc, debug, getattr(args, "parser", None))

@@ -7,7 +7,8 @@ import argparse
 from secateurs.cli.command import UsageError
 from secateurs.cli.options import UNIT_GRANULARITIES
 from secateurs.core.patterns import NM, parse_pattern
-from secateurs.data import available_methods
+from secateurs.data import available_methods, check_calibration_source
+from secateurs.sources import check_spec
 from secateurs.storage import check_output_dir
 
 #: Granularities ``--shrink`` removes physically (secateurs.structural.shrink).
@@ -28,7 +29,9 @@ def _fixed_sparsity(granularity: str) -> NM | None:
 
 
 def check_request(args: argparse.Namespace) -> None:
-    """Refuse contradictory options, and an output directory that may not be written, before any slow work."""
+    """Refuse contradictory options, a model spec that names nothing, and an output directory that may not be
+    written, before any slow work (loading the model included)."""
+    check_spec(args.model, args.input_shape)
     _check_amount(args)
     _check_shrink(args)
     _check_calibration(args)
@@ -40,7 +43,7 @@ def check_request(args: argparse.Namespace) -> None:
 def _check_amount(args: argparse.Namespace) -> None:
     pattern = _fixed_sparsity(args.granularity)
     if pattern is None:
-        if args.amount is None:
+        if args.amount is None and args.target is None and args.max_drop is None:  # a target chooses amounts
             raise UsageError("give --amount (e.g. --amount 0.5), or an N:M --granularity such as 2:4")
         return
     if args.amount is not None:
@@ -75,6 +78,8 @@ def _check_calibration(args: argparse.Namespace) -> None:
         raise UsageError(f"--method {args.method} needs calibration data: add --calibration english, a text file, or train")
     if args.calibration is not None and not uses_data(args):
         raise UsageError(f"--method {args.method} reads no calibration data; drop --calibration or use --method wanda")
+    if args.calibration not in (None, "train"):
+        check_calibration_source(args.calibration, tokenizer=args.tokenizer)
 
 
 def _check_finetune(args: argparse.Namespace) -> None:

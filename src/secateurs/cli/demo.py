@@ -34,9 +34,7 @@ def add_demo_arguments(parser: ArgumentParser) -> None:
         "--seed", type=int, default=defaults.seed, help="seed of the random pruning methods (default %(default)s)"
     )
     parser.add_argument("--retrain", action="store_true", help="train again even when a cached model exists")
-    add_timing_options(
-        parser, latency_time=defaults.latency_min_run_time, threads=defaults.threads, threads_default=str(defaults.threads)
-    )
+    add_timing_options(parser, latency_time=defaults.latency_budget_s)
     parser.add_argument(
         "--compact", action="store_true", help="print the accuracy matrix and the reading, not the full table"
     )
@@ -51,7 +49,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         seed=args.seed,
         retrain=args.retrain,
-        latency_min_run_time=args.latency_time,
+        latency_budget_s=args.latency_time,
         threads=args.threads,
     )
     result = run_demo(config, progress=args.progress)

@@ -8,10 +8,17 @@ from typing import Any
 
 import torch
 
+from secateurs.analysis import (
+    METRIC_USAGE,
+    EvaluationError,
+    MetricSpec,
+    check_metric_spec,
+)
 from secateurs.cli.command import ArgumentParser
 from secateurs.core.amounts import check_amount
 from secateurs.core.patterns import parse_pattern
 from secateurs.errors import ModelSpecError, PruningError
+from secateurs.measure import DEFAULT_BUDGET_S, MIN_ROUNDS
 from secateurs.sources import available_sources, parse_input_shape
 
 #: Granularities that name whole units, which only physical removal (``--shrink``) takes.
@@ -114,24 +121,24 @@ def add_model_argument(parser: ArgumentParser) -> None:
     )
 
 
-def add_timing_options(
-    container: argparse._ActionsContainer, *, latency_time: float, threads: int | None, threads_default: str
-) -> None:
+def add_timing_options(container: argparse._ActionsContainer, *, latency_time: float) -> None:
     """--latency-time and --threads: how long and on how many threads forward passes are timed."""
     container.add_argument(
         "--latency-time",
         type=positive_float,
         default=latency_time,
         metavar="SECONDS",
-        help="time forward passes of each model for at least this long, after warm-up; the median is reported "
-        "(default %(default)s)",
+        help="seconds of timed forward passes per model, after warm-up, in rounds that alternate between the "
+        f"models compared; a model too slow for it gets fewer rounds (at least {MIN_ROUNDS}). The median and the "
+        "spread over the rounds are reported (default %(default)s)",
     )
     container.add_argument(
         "--threads",
         type=positive_int,
-        default=threads,
+        default=1,
         metavar="N",
-        help=f"intra-op threads while timing; 1 is steadier on a shared machine (default: {threads_default})",
+        help="intra-op threads while timing (default %(default)s: steady on a shared machine, comparable across "
+        "machines; give more to time a multi-core deployment)",
     )
 
 
@@ -142,15 +149,17 @@ def add_measure_options(parser: ArgumentParser) -> argparse._ArgumentGroup:
         "--no-latency",
         dest="latency",
         action="store_false",
-        help="skip timing the forward pass (the slowest measurement)",
+        help="skip timing the forward pass (the slowest measurement); secateurs prune then also keeps no copy of "
+        "the model as loaded to time the pruned one against",
     )
-    add_timing_options(group, latency_time=0.5, threads=None, threads_default="torch's current setting")
+    add_timing_options(group, latency_time=DEFAULT_BUDGET_S)
     return group
 
 
 def measure_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The arguments of :func:`secateurs.measure` that :func:`add_measure_options` asked for."""
-    return {"latency": args.latency, "min_run_time": args.latency_time, "threads": args.threads}
+    """The timing arguments of :func:`secateurs.measure.measure` and :func:`secateurs.measure.compare_latency`
+    that :func:`add_measure_options` asked for (whether to time at all is ``args.latency``)."""
+    return {"budget_s": args.latency_time, "threads": args.threads}
 
 
 def add_json_option(container: argparse._ActionsContainer, what: str) -> None:
@@ -161,4 +170,25 @@ def add_debug_option(parser: ArgumentParser) -> None:
     """--debug, accepted before and after the command name."""
     parser.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors"
+    )
+
+
+def eval_spec_arg(text: str) -> MetricSpec:
+    """An ``--eval`` spec, checked without the model (syntax, files, folders, modules)."""
+    try:
+        return check_metric_spec(text)
+    except EvaluationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_eval_option(container: argparse._ActionsContainer, default: str | None = "proxy") -> None:
+    """--eval SPEC: what a model is worth (see :mod:`secateurs.analysis.specs`); for every command that evaluates."""
+    container.add_argument(
+        "--eval",
+        dest="metric",
+        type=eval_spec_arg,
+        default=None if default is None else check_metric_spec(default),
+        metavar="SPEC",
+        help=f"the metric: {METRIC_USAGE} (loss, or output distance to the dense model, on a calibration batch: "
+        "cheap) (default %(default)s)",
     )

@@ -7,11 +7,14 @@ A feature adds an option group with :func:`prune_options` and a step with
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from pathlib import Path
 
+from secateurs.analysis import SOURCES, Target, parse_target
 from secateurs.cli.command import ArgumentParser, Command
 from secateurs.cli.options import (
+    add_eval_option,
     add_json_option,
     add_measure_options,
     add_model_argument,
@@ -26,6 +29,8 @@ from secateurs.cli.prune_report import format_prune_result, prune_result
 from secateurs.cli.steps import PruneRun, run_steps
 from secateurs.core.criteria import DEFAULT_CRITERION, available_criteria
 from secateurs.data import available_methods
+from secateurs.errors import PruningError
+from secateurs.recovery import FINETUNE_LR
 
 #: Criteria that need Python objects (a function, precomputed scores, measured block influences), not a name.
 PYTHON_ONLY_CRITERIA = ("custom", "scores", "block_influence", "influence")
@@ -92,6 +97,13 @@ def _pruning_options(parser: ArgumentParser) -> None:
     )
     _add_selection_options(group)
     group.add_argument("--seed", type=int, help="seed for random criteria (default: torch's global generator)")
+    group.add_argument(
+        "--allow-no-op",
+        dest="allow_noop",
+        action="store_true",
+        help="accept a request that removes nothing (--amount 0, or an amount that rounds to no unit); "
+        "by default that is an error naming the smallest amount that acts",
+    )
 
 
 def _add_selection_options(group: argparse._ArgumentGroup) -> None:
@@ -132,20 +144,46 @@ def _structural_options(parser: ArgumentParser) -> None:
     )
 
 
+#: The shortest --seq-len: room for special tokens and some text.
+MIN_SEQ_LEN = 8
+
+
+def _seq_len_arg(text: str) -> int:
+    value = positive_int(text)
+    if value < MIN_SEQ_LEN:
+        raise argparse.ArgumentTypeError(f"{text!r} is too short a window; give at least {MIN_SEQ_LEN} tokens")
+    return value
+
+
 @prune_options
 def _calibration_options(parser: ArgumentParser) -> None:
     group = parser.add_argument_group(f"data-aware pruning (--method {', '.join(available_methods())})")
     group.add_argument(
         "--calibration",
         metavar="SOURCE",
-        help="calibration data: a text file, a built-in text (english, random), or train (the model's own "
-        "training inputs, e.g. the demo's digits)",
+        help="calibration data; best: the task's own data, sts:FILE (STS pairs), csv:FILE:COLUMN, "
+        "tsv:FILE:COLUMN, jsonl:FILE:FIELD (several: COL1,COL2), images:DIR, python:MODULE:FUNCTION; else "
+        "train (the model's own training inputs, e.g. the demo's digits), a text file, or a built-in text "
+        "(english, random)",
     )
     group.add_argument(
         "--calibration-samples",
         type=positive_int,
         metavar="N",
-        help="number of calibration samples (default: 128 windows of text, or 256 training examples)",
+        help="number of calibration samples (default: 128 windows of text, 1024 sentences for sentence "
+        "encoders, 256 images or training examples)",
+    )
+    group.add_argument(
+        "--tokenizer",
+        metavar="PATH",
+        help="directory of a saved Hugging Face tokenizer for text calibration (default: the model's own)",
+    )
+    group.add_argument(
+        "--seq-len",
+        type=_seq_len_arg,
+        metavar="N",
+        help="tokens per calibration window or sentence (default: the model's maximum, at most 2048); "
+        "a text shorter than one window is used whole, with a warning",
     )
     group.add_argument(
         "--allocation",
@@ -153,6 +191,45 @@ def _calibration_options(parser: ArgumentParser) -> None:
         default="uniform",
         help="sparsity per block: uniform, or owl (less for blocks with more outlier weights) (default %(default)s)",
     )
+
+
+def _target_arg(text: str) -> Target:
+    try:
+        return parse_target(text)
+    except PruningError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _max_drop_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of metric points, 0 or more (e.g. 1.0)")
+    return value
+
+
+@prune_options
+def _target_options(parser: ArgumentParser) -> None:
+    group = parser.add_argument_group("pruning to a target (instead of --amount; see docs/analysis.md#targets)")
+    group.add_argument(
+        "--target", type=_target_arg, metavar="KIND=RATIO",
+        help="a budget as a ratio of the model as loaded: sparsity, params, macs, size, or latency (with --shrink, "
+        "timed here on --threads); each layer's amount is chosen to lose the least, e.g. macs=0.5",
+    )  # fmt: skip
+    group.add_argument(
+        "--max-drop", type=_max_drop_arg, metavar="POINTS",
+        help="the most the --eval metric may lose, in its points (1.0: one accuracy point); without --target, "
+        "prune as much as that allows; with it, refuse a budget predicted to cost more",
+    )  # fmt: skip
+    group.add_argument(
+        "--allocate-from", choices=SOURCES,
+        help="what predicts each layer's loss: sensitivity (a scan of every layer with --eval, default the cheap "
+        "proxy metric), proxy (data free: the share of each layer's importance removed) or uniform (one amount "
+        "for all: the baseline) (default: sensitivity with --eval or --max-drop, else proxy)",
+    )  # fmt: skip
+    add_eval_option(group, default=None)
 
 
 @prune_options
@@ -178,8 +255,9 @@ def _recovery_options(parser: ArgumentParser) -> None:
     group.add_argument(
         "--lr",
         type=positive_float,
-        default=3e-3,
-        help="fine-tuning learning rate, AdamW with cosine decay (default %(default)s)",
+        default=FINETUNE_LR,
+        help="fine-tuning learning rate, AdamW with cosine decay (default %(default)s; see "
+        "benchmarks/results/cli_recovery.md)",
     )
     group.add_argument(
         "--checkpoint-dir", type=Path, metavar="DIR", help="write resumable checkpoints here (atomically); rerun to resume"

@@ -8,24 +8,42 @@ A new step is a :class:`Step` placed with :func:`add_prune_step`; steps share st
 from __future__ import annotations
 
 import argparse
-import os
+import copy
 import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+
+from secateurs.analysis import (
+    Allocation,
+    Metric,
+    allocate,
+    check_metric_spec,
+    parse_metric,
+    resolve_calibration,
+)
 from secateurs.cli.checks import check_request, uses_data
 from secateurs.cli.command import UsageError
 from secateurs.cli.options import measure_options
 from secateurs.cli.output import interactive, say
 from secateurs.core.criteria import Criterion, get_criterion
 from secateurs.core.engine import PruneReport, prune
-from secateurs.data import available_methods, prune_with_data, sample_examples, unit_criterion
-from secateurs.measure import Measurements, measure
+from secateurs.data import (
+    Calibration,
+    TokenizerNeededError,
+    available_methods,
+    load_calibration,
+    prune_with_data,
+    sample_examples,
+    unit_criterion,
+)
+from secateurs.measure import LatencyComparison, Measurements, compare_latency, measure
 from secateurs.recovery import recover
-from secateurs.sources import LoadedModel, load_model
-from secateurs.storage import SavedModel, save_pruned
+from secateurs.sources import LoadedModel, load_model, portable_files
+from secateurs.storage import SavedModel, check_output_dir, estimated_bytes, save_pruned
 from secateurs.structural import ShrinkReport, shrink
 from secateurs.version import __version__
 
@@ -38,12 +56,18 @@ class PruneRun:
     loaded: LoadedModel | None = None
     before: Measurements | None = None
     after: Measurements | None = None
+    #: An untouched copy of the model as loaded, kept only to be timed against the pruned model.
+    dense: nn.Module | None = None
+    #: The model as loaded ("before") and pruned ("after"), timed interleaved in one comparison.
+    latency: LatencyComparison | None = None
     metrics_before: dict[str, float] | None = None
     metrics_after: dict[str, float] | None = None
     reports: list[PruneReport] = field(default_factory=list)
     #: Pruning records, oldest first; saved as the manifest's ``pruning`` list.
     records: list[dict[str, Any]] = field(default_factory=list)
     saved: SavedModel | None = None
+    #: Per-layer amounts chosen for --target or --max-drop, for the pruning step.
+    allocation: Allocation | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     #: Extra keys for the JSON output, set by steps.
     result: dict[str, Any] = field(default_factory=dict)
@@ -84,20 +108,44 @@ def _criterion(args: argparse.Namespace) -> Criterion:
     return get_criterion(args.method, **options, **_seed(args))
 
 
-def _calibration(run: PruneRun) -> Any:
+def _calibration_source(run: PruneRun) -> Any:
     """The --calibration source as :mod:`secateurs.data` takes it; ``train`` is the model's own training data."""
     args, loaded = run.args, run.loaded_model
     if args.calibration != "train":
-        return os.path.expanduser(args.calibration)
+        return args.calibration
     if loaded.training_data is None:
-        raise UsageError(f"--calibration train: the CLI knows no training data for {args.model}; give a text file or english")
+        raise UsageError(
+            f"--calibration train: the CLI knows no training data for {args.model}; give the task's own data "
+            "(e.g. csv:FILE:COLUMN, images:DIR), a text file or english"
+        )
     train = loaded.training_data[0]
     return sample_examples(train, args.calibration_samples, **_seed(args)) if isinstance(train, tuple) else train
 
 
+def _calibration(run: PruneRun) -> Calibration:
+    """The calibration set, shaped by --calibration-samples, --tokenizer, --seq-len and --seed (images are
+    sized to the model's input shape); a missing tokenizer is told as the option that supplies one."""
+    args = run.args
+    try:
+        return load_calibration(
+            _calibration_source(run), run.model, tokenizer=args.tokenizer, num_samples=args.calibration_samples,
+            seq_len=args.seq_len, input_shape=run.loaded_model.input_shape, **_seed(args),
+        )  # fmt: skip
+    except TokenizerNeededError:
+        raise UsageError(
+            f"--calibration {args.calibration} is text, and no tokenizer was found for {args.model}: add "
+            "--tokenizer PATH (the directory of a saved Hugging Face tokenizer)"
+        ) from None
+
+
 def _mask_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options of :func:`secateurs.prune` besides the criterion, amount, granularity and scope."""
-    return {"normalize_scores": args.normalize_scores, "include": args.include, "exclude": args.exclude}
+    return {
+        "normalize_scores": args.normalize_scores,
+        "include": args.include,
+        "exclude": args.exclude,
+        "allow_noop": args.allow_noop,
+    }
 
 
 def _shrink_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,6 +156,7 @@ def _shrink_options(args: argparse.Namespace) -> dict[str, Any]:
         "prune_normalized": args.prune_normalized,
         "scored_by": args.scored_by,
         "normalize_scores": args.normalize_scores,
+        "allow_noop": args.allow_noop,
     }
 
 
@@ -126,6 +175,7 @@ def _record(run: PruneRun, report: PruneReport | None = None, **extra: Any) -> N
             "seed": args.seed,
             "include": args.include,
             "exclude": args.exclude,
+            "target": None if run.allocation is None else run.allocation.to_dict(),
             **extra,
             "secateurs_version": __version__,
         }
@@ -140,25 +190,44 @@ def _check(run: PruneRun) -> None:
 
 
 def _load(run: PruneRun) -> None:
-    run.loaded = load_model(run.args.model, input_shape=run.args.input_shape).to(run.args.device)
+    """Load the model, then check there is room for what --out will hold before any pruning."""
+    args = run.args
+    run.loaded = load_model(args.model, input_shape=args.input_shape).to(args.device)
     if run.loaded.manifest is not None:
         run.records = list(run.loaded.manifest.pruning)
+    if args.out is not None:
+        check_output_dir(args.out, args.overwrite, needed_bytes=estimated_bytes(run.model, args.format))
 
 
 def _measure(run: PruneRun) -> tuple[Measurements, dict[str, float] | None]:
-    """Measurements of the model as it is now, and its task metric when asked for and known."""
+    """Measurements of the model as it is now, without timing (done once, in :func:`_measure_after`), and its
+    task metric when asked for and known."""
     args, loaded = run.args, run.loaded_model
-    measured = measure(loaded.model, loaded.example_inputs, **measure_options(args))
+    measured = measure(loaded.model, loaded.example_inputs, latency=False)
     metrics = loaded.evaluate(loaded.model) if args.evaluate and loaded.evaluate else None
     return measured, metrics
 
 
 def _measure_before(run: PruneRun) -> None:
+    """Measure the model as loaded and, when latency is asked for, keep an untouched copy of it to time the
+    pruned model against. The copy doubles the model's memory; ``--no-latency`` avoids it."""
     run.before, run.metrics_before = _measure(run)
+    if run.args.latency:
+        run.dense = copy.deepcopy(run.model)
 
 
 def _measure_after(run: PruneRun) -> None:
+    """Measure the pruned model, and time it against the copy of the model as loaded in one interleaved
+    comparison (never apart: load from other work must hit both alike); the copy is let go afterwards."""
     run.after, run.metrics_after = _measure(run)
+    if run.dense is None:
+        return
+    assert run.before is not None, "measure-before runs first"
+    models = {"before": run.dense, "after": run.model}
+    run.latency = compare_latency(models, run.loaded_model.example_inputs, **measure_options(run.args))
+    run.dense = None
+    run.before = run.before.with_latency(run.latency["before"])
+    run.after = run.after.with_latency(run.latency["after"])
 
 
 def _prune(run: PruneRun) -> None:
@@ -171,7 +240,7 @@ def _prune(run: PruneRun) -> None:
         method=criterion,
         granularity=args.granularity,
         scope=args.scope,
-        **_mask_options(args),
+        **{**_mask_options(args), **_allocated(run)},
     )
     _record(
         run, report, criterion=repr(criterion), layers_pruned=len(report.layers), layers_skipped=len(report.skipped),
@@ -190,11 +259,12 @@ def _prune_with_data(run: PruneRun) -> None:
         granularity=args.granularity,
         allocation=args.allocation,
         scope=args.scope if args.scope == "global" else None,  # local: the method's own comparison group
-        include=args.include,
+        include=_allocated(run).get("include", args.include),
         exclude=args.exclude,
-        num_samples=args.calibration_samples,
+        per_layer=_allocated(run).get("per_layer"),
         device=args.device,
         progress=interactive(),
+        allow_noop=args.allow_noop,
         **_seed(args),
     )
     _record(
@@ -213,9 +283,7 @@ def _unit_criterion(run: PruneRun) -> Criterion:
         _calibration(run),
         args.method,
         granularity=args.granularity,
-        num_samples=args.calibration_samples,
         progress=interactive(),
-        **_seed(args),
     )
 
 
@@ -223,11 +291,13 @@ def _shrink_result(report: ShrinkReport) -> dict[str, Any]:
     """The keys --shrink adds to the JSON output."""
     details = report.to_dict()
     kept = ("tolerance", "params_ratio", "macs_ratio", "removed_layers", "seconds", "warnings")
+    verification = {"verified": report.verified, "verification": report.verification}
     return {
         "max_abs_diff": report.max_abs_diff,
         "shrink": {
             "groups_cut": sum(g.after < g.before for g in report.groups),
             "groups": len(report.groups),
+            **verification,
             **{key: details[key] for key in kept},
         },
     }
@@ -240,11 +310,11 @@ def _shrink(run: PruneRun) -> None:
     report = shrink(
         run.model,
         run.loaded_model.example_inputs,
-        args.amount,
+        args.amount if run.allocation is None else 0.0,  # the allocation names every group
         granularity=args.granularity,
         method=criterion,
         scope=args.scope,
-        **_shrink_options(args),
+        **{**_shrink_options(args), **_allocated(run)},
     )
     run.result.update(_shrink_result(report))
     _record(run, criterion=repr(criterion), shrink=True, max_abs_diff=report.max_abs_diff, params=report.params_after)
@@ -301,6 +371,7 @@ def _save(run: PruneRun) -> None:
         pruning=run.records,
         weights_format=args.format,
         overwrite=args.overwrite,
+        source_files=portable_files(loaded.spec),
         extra={
             "command": shlex.join(["secateurs", *args.argv]),
             "before": run.before.to_dict() if run.before else None,
@@ -311,13 +382,98 @@ def _save(run: PruneRun) -> None:
     )
 
 
+# ---- pruning to a target ---------------------------------------------------------------------------
+
+
+def _allocation_source(args: argparse.Namespace) -> str:
+    """--allocate-from, by default sensitivity when a metric is named (--eval, --max-drop), else the proxy."""
+    if args.allocate_from is not None:
+        return args.allocate_from
+    return "sensitivity" if args.metric is not None or args.max_drop is not None else "proxy"
+
+
+def _check_target(run: PruneRun) -> None:
+    """Refuse --target, --max-drop, --eval and --allocate-from combinations that cannot work, before loading."""
+    args = run.args
+    if args.target is None and args.max_drop is None:
+        if args.metric is not None or args.allocate_from is not None:
+            raise UsageError("--eval and --allocate-from shape pruning to a target: add --target KIND=RATIO or --max-drop POINTS")
+        return
+    refusals = {
+        "--target and --max-drop choose each layer's amount: drop --amount": args.amount is not None,
+        "--target with --finetune is not supported: prune to the target (--out DIR), then fine-tune from Python "
+        "(secateurs.recovery)": bool(args.finetune),
+        "--scope global ranks across layers itself; --target chooses each layer's amount: drop --scope global":
+            args.scope == "global",
+        "--target spreads amounts over masks, channels or heads; for whole blocks, find the fragile ones with "
+        "secateurs sensitivity --granularity layer and --exclude them": args.granularity == "layer",
+        "--target does not plan --prune-normalized widths: drop --prune-normalized": args.prune_normalized,
+        "--allocation owl sets each block's sparsity itself: drop it with --target": args.allocation == "owl",
+        "--target latency needs units removed for real: add --shrink (masks leave dense kernels as slow as before)":
+            args.target is not None and args.target.kind == "latency" and not args.shrink,
+    }  # fmt: skip
+    for message, refused in refusals.items():
+        if refused:
+            raise UsageError(message)
+    _check_allocation_source(args)
+
+
+def _check_allocation_source(args: argparse.Namespace) -> None:
+    source = _allocation_source(args)
+    if args.max_drop is not None and args.metric is None:
+        raise UsageError("--max-drop is in points of a metric: add --eval demo (or sts:FILE, imagefolder:DIR, "
+                         "python:MODULE:FUNCTION, proxy)")
+    if args.metric is not None and source != "sensitivity":
+        raise UsageError(f"--eval feeds --allocate-from sensitivity, not {source}: drop --eval or --allocate-from {source}")
+    if args.target is None and source != "sensitivity":
+        raise UsageError(f"--max-drop alone needs --allocate-from sensitivity (a scan measures the drop), not {source}")
+
+
+def _allocation_metric(run: PruneRun) -> Metric | None:
+    """The metric a sensitivity scan reads: --eval, by default the proxy on the model's training data."""
+    args, loaded = run.args, run.loaded_model
+    if _allocation_source(args) != "sensitivity":
+        return None
+    calibration = resolve_calibration(loaded, None, num_samples=args.calibration_samples, **_seed(args))
+    return parse_metric(args.metric or check_metric_spec("proxy"), loaded, calibration=calibration)
+
+
+def _allocate(run: PruneRun) -> None:
+    """Per-layer amounts that reach --target (or spend --max-drop), for the pruning step after this one."""
+    args, loaded = run.args, run.loaded_model
+    with_data = uses_data(args)
+    run.allocation = allocate(
+        loaded.model, loaded.example_inputs, args.target, granularity=args.granularity,
+        source=_allocation_source(args), metric=_allocation_metric(run),
+        method=args.method if with_data else _criterion(args), calibration=_calibration(run) if with_data else None,
+        max_drop=args.max_drop, units=args.include, exclude=args.exclude, round_to=args.round_to,
+        threads=args.threads, progress=interactive(),
+    )  # fmt: skip
+
+
+def _allocated(run: PruneRun) -> dict[str, Any]:
+    """The allocation as pruning arguments: ``per_layer``, or ``include`` for N:M; nothing without a target."""
+    if run.allocation is None:
+        return {}
+    if run.allocation.include is not None:
+        return {"include": run.allocation.include}
+    return {"per_layer": run.allocation.per_layer}
+
+
 # ---- the registry --------------------------------------------------------------------------------
 
 
 PRUNE_STEPS: list[Step] = [
     Step("check", _check),
+    Step("check-target", _check_target),
     Step("load", _load, message="loading {args.model}"),
     Step("measure-before", _measure_before, message="measuring the model"),
+    Step(
+        "allocate",
+        _allocate,
+        enabled=lambda args: args.target is not None or args.max_drop is not None,
+        message="choosing each layer's amount",
+    ),
     Step("prune", _prune, enabled=lambda args: not (args.finetune or args.shrink or uses_data(args)), message="pruning"),
     Step(
         "prune-with-data",

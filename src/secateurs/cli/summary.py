@@ -17,7 +17,9 @@ def add_summary_arguments(parser: ArgumentParser) -> None:
     add_model_argument(parser)
     add_json_option(parser, "the table, and the measurements with --measure")
     parser.add_argument(
-        "--measure", action="store_true", help="also measure parameters, MACs, size on disk and latency"
+        "--measure",
+        action="store_true",
+        help="also measure parameters, MACs, size on disk and latency (median and spread over timed rounds)",
     )
     add_measure_options(parser)
 
@@ -38,7 +40,9 @@ def run_summary(args: argparse.Namespace) -> int:
     say(f"loading {args.model}")
     loaded = load_model(args.model, input_shape=args.input_shape).to(args.device)
     table = summary(loaded.model)
-    measured = measure(loaded.model, loaded.example_inputs, **measure_options(args)) if args.measure else None
+    measured: Measurements | None = None
+    if args.measure:
+        measured = measure(loaded.model, loaded.example_inputs, latency=args.latency, **measure_options(args))
     if args.json:
         print_json(_summary_result(args, loaded, table, measured))
         return 0

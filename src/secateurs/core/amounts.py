@@ -17,7 +17,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import TypeVar
 
 from secateurs.core.selection import name_matcher
-from secateurs.errors import PruningError, SelectionError
+from secateurs.errors import NothingPrunedError, PruningError, SelectionError
 
 Amount = float | int
 Key = TypeVar("Key", bound=Hashable)
@@ -74,3 +74,29 @@ def per_layer_amounts(
         examples = ", ".join(next(iter(aliases), "") for aliases in list(names.values())[:4])
         raise SelectionError(f"per-layer pattern(s) {unused} match no {what}; names look like: {examples}")
     return found
+
+
+def nothing_pruned(amount: Amount | None, unit: str, largest: int | None, *, already: float | None = None) -> NothingPrunedError:
+    """The error for a request that removes no ``unit``: names the smallest amount that would act.
+
+    ``largest`` is the number of units in the largest group ranked on its own (a fraction ``1 / largest``
+    always removes one there; None when not known yet); ``already`` is the sparsity the layers have reached, when that is why.
+    """
+    if already is not None and amount is not None and not isinstance(amount, int) and already >= amount > 0:
+        reason = f"the selected layers are already at {already:.1%} sparsity, at or above amount={amount}"
+        fix = "ask for a larger amount"
+    else:
+        reason = (
+            f"amount={amount} removes no {unit}" if not amount
+            else f"amount={amount} removes no {unit}: it rounds to zero of the at most {largest} {unit}s ranked together"
+        )
+        fix = (
+            "use an amount above 0" if largest is None
+            else f"use amount >= {smallest_acting_fraction(largest):.4g} (or amount=1, an int count of {unit}s)"
+        )
+    return NothingPrunedError(f"nothing to prune: {reason}; {fix}, or pass allow_noop=True to accept a no-op")
+
+
+def smallest_acting_fraction(units: int) -> float:
+    """The fraction that removes one of ``units``, to 4 significant digits (a count rounds half to even, so it still does)."""
+    return float(f"{1.0 / max(units, 1):.4g}") if units else 1.0

@@ -24,14 +24,14 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from secateurs.core.amounts import Amount, amount_count, check_amount, per_layer_amounts
+from secateurs.core.amounts import Amount, amount_count, check_amount, nothing_pruned, per_layer_amounts
 from secateurs.core.criteria import DEFAULT_CRITERION, Criterion, get_criterion, normalized_for_global
 from secateurs.core.masks import MASK_SUFFIX, get_mask, set_mask
-from secateurs.core.patterns import NM, Pattern, Structured, Unstructured, parse_pattern
+from secateurs.core.patterns import NM, Block, Pattern, Structured, Unstructured, parse_pattern
 from secateurs.core.ranking import StreamedScores, TensorScores, prune_lowest
 from secateurs.core.selection import ModuleType, Selection, Skipped, select
 from secateurs.core.targets import Target
-from secateurs.errors import PruningError, SelectionError
+from secateurs.errors import NothingPrunedError, PruningError, SelectionError
 
 _COUNT_CHUNK = 1 << 20
 Scope = Literal["local", "global", "row"]
@@ -100,8 +100,16 @@ class PruneReport:
             lines.append(f"{layer.name:<{width}}  {layer.params:>10,}  {layer.sparsity:>8.1%}  {groups:>15}")
         lines.append(f"{'total':<{width}}  {self.params:>10,}  {self.sparsity:>8.1%}")
         if self.skipped:
-            lines.append(f"skipped {len(self.skipped)}: " + "; ".join(f"{s.name} ({s.reason})" for s in self.skipped[:8]))
+            lines.append(f"skipped {len(self.skipped)}: {_grouped_by_reason(self.skipped)}")
         return "\n".join(lines)
+
+
+def _grouped_by_reason(skipped: Sequence[Skipped]) -> str:
+    """Every skipped name, once, grouped under its reason (the output layer must always be visible)."""
+    by_reason: dict[str, list[str]] = {}
+    for item in skipped:
+        by_reason.setdefault(item.reason, []).append(item.name)
+    return "; ".join(f"{', '.join(names)} ({reason})" for reason, names in by_reason.items())
 
 
 def _count(amount: Amount, total: int, name: str) -> int:
@@ -135,12 +143,7 @@ def validate_target(target: Target) -> None:
         )
     if param.layout != torch.strided:
         raise PruningError(f"{target.name} has layout {param.layout}; convert it to a dense tensor before pruning")
-    bad = 0 if _all_finite(param.detach()) else int(param.numel() - torch.count_nonzero(torch.isfinite(param.detach())))
-    if bad:
-        raise PruningError(
-            f"{target.name} holds {bad} NaN/Inf values; fix or reload the weights before pruning "
-            "(scores of non-finite weights are meaningless)"
-        )
+    check_finite(target.name, param)
     for _, module in target.holders:
         buffer = target.param_name + MASK_SUFFIX
         if get_mask(module, target.param_name) is None and hasattr(module, buffer):
@@ -148,6 +151,15 @@ def validate_target(target: Target) -> None:
                 f"{type(module).__name__} holding {target.name} already has an attribute {buffer!r}; "
                 "rename it before pruning (secateurs keeps its mask there)"
             )
+
+
+def check_finite(name: str, values: torch.Tensor) -> None:
+    """Refuse weights holding NaN/Inf: every criterion's scores of them would be meaningless."""
+    if values.is_floating_point() and not _all_finite(values.detach()):
+        bad = int(values.numel() - torch.count_nonzero(torch.isfinite(values.detach())))
+        raise PruningError(
+            f"{name} holds {bad} NaN/Inf values; the model is broken before pruning: fix or reload its weights"
+        )
 
 
 def _all_finite(values: torch.Tensor) -> bool:
@@ -326,9 +338,13 @@ def prune_targets(
     per_layer: Mapping[str, Amount] | None = None,
     normalize_scores: bool = True,
     skipped: Iterable[Skipped] = (),
+    allow_noop: bool = False,
     **criterion_options: Any,
 ) -> PruneReport:
-    """Prune given targets: validate all, plan all, then write. The model is unchanged on any error."""
+    """Prune given targets: validate all, plan all, then write. The model is unchanged on any error.
+
+    A plan that masks no new weight raises :class:`~secateurs.errors.NothingPrunedError` (naming the smallest
+    amount that acts) unless ``allow_noop``: schedules that may ask for what is already reached pass it."""
     pattern_obj = parse_pattern(granularity)
     criterion = get_criterion(method, **criterion_options)
     global_structured = scope == "global" and isinstance(pattern_obj, Structured)
@@ -337,6 +353,8 @@ def prune_targets(
         validate_target(target)
     zeros_before = {t.name: count_zeros(t.param) for t in targets}
     plan = plan_masks(targets, criterion, pattern_obj, amount, scope, mode, per_layer)
+    if not allow_noop and not _newly_masked(plan):
+        raise _nothing_pruned(targets, pattern_obj, amount, scope)
     apply_plan(plan)
     report = PruneReport(
         method=getattr(criterion, "name", "") or type(criterion).__name__,
@@ -362,10 +380,37 @@ def prune_targets(
     return report
 
 
+def _newly_masked(plan: Mapping[str, tuple[Target, torch.Tensor]]) -> int:
+    """How many weights the plan masks that are not masked yet."""
+    newly = 0
+    for target, keep in plan.values():
+        old = get_mask(target.module, target.param_name)
+        old_kept = keep.numel() if old is None else int(torch.count_nonzero(old))
+        newly += old_kept - int(torch.count_nonzero(keep))
+    return newly
+
+
+def _nothing_pruned(targets: Sequence[Target], pattern: Pattern, amount: Amount | None, scope: Scope) -> PruningError:
+    """Why a plan masks nothing, with the smallest amount that would act."""
+    if scope == "row":
+        sizes = [t.param.numel() // max(t.param.shape[t.dim("out")], 1) for t in targets]
+    else:
+        sizes = [pattern.num_groups(t) for t in targets]
+    largest = sum(sizes) if scope == "global" else max(sizes, default=0)
+    masked = sum(t.param.numel() - int(torch.count_nonzero(_current_keep(t))) for t in targets)
+    total = sum(t.param.numel() for t in targets)
+    unit = "weight" if isinstance(pattern, (Unstructured, NM)) else "unit"
+    if isinstance(pattern, NM):
+        return NothingPrunedError(
+            f"nothing to prune: every selected layer already satisfies {pattern!r}; pass allow_noop=True to accept a no-op"
+        )
+    return nothing_pruned(amount, unit, largest, already=masked / total if total else None)
+
+
 def _fitting(selection: Selection, pattern: Pattern) -> tuple[list[Target], list[Skipped]]:
     """The selected targets that ``pattern`` can prune; the others join the skipped ones, with the reason."""
     targets, skipped = list(selection.targets), list(selection.skipped)
-    if not isinstance(pattern, (NM, Structured)):
+    if not isinstance(pattern, (NM, Structured, Block)):
         return targets, skipped
     usable = []
     for target in targets:
@@ -396,16 +441,18 @@ def prune(
     include_output: bool = False,
     include_frozen: bool = False,
     seed: int | None = None,
+    allow_noop: bool = False,
     **criterion_options: Any,
 ) -> PruneReport:
     """Prune ``model`` in place with masks and return a report.
 
     ``method`` names a criterion (``"magnitude"``, ``"l2"``, ``"random"``, ...) or is a
     :class:`~secateurs.core.criteria.Criterion`; ``granularity`` is ``"unstructured"``, ``"channel"``/``"out"``,
-    ``"in"``, ``"structured:DIM"`` or ``"N:M"``; ``seed`` seeds random criteria. With ``scope="global"`` and a
+    ``"in"``, ``"structured:DIM"``, ``"N:M"`` or ``"block:32"``/``"block:16x32"`` (tiles); ``seed`` seeds random criteria. With ``scope="global"`` and a
     structured granularity, ``normalize_scores`` (default) divides each unit's score by its layer's mean unit
     score before ranking, so layers of different fan-in compete fairly; ``False`` ranks raw scores. See the module
     docstring for amounts, modes and scopes, and :func:`secateurs.core.selection.select` for selection.
+    A request that masks nothing new is an error unless ``allow_noop=True``.
     """
     selection: Selection = select(
         model,
@@ -430,5 +477,6 @@ def prune(
         per_layer=per_layer,
         normalize_scores=normalize_scores,
         skipped=skipped,
+        allow_noop=allow_noop,
         **criterion_options,
     )

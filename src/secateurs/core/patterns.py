@@ -1,4 +1,4 @@
-"""What shape a removal takes: single weights, whole slices along a dimension, or N of every M.
+"""What shape a removal takes: single weights, whole slices along a dimension, N of every M, or tiles.
 
 A pattern defines the *groups* that are kept or removed together. The engine scores groups with
 :meth:`Pattern.group_scores`, chooses which to drop, and turns group decisions back into a per-weight
@@ -146,7 +146,80 @@ class NM(Pattern):
         return f"NM({self.n}, {self.m})"
 
 
+class Block(Pattern):
+    """Whole ``rows``×``cols`` tiles of a 2-D weight, rows along the outputs and columns along the inputs
+    (a Linear's ``[out, in]``; Hugging Face's ``Conv1D`` is read transposed, so tiles mean the same).
+
+    Tiles are the unit block-sparse kernels (torch's BSR layout) skip, so whole zero tiles pay at run time
+    where single zeros do not. A tile's score is the criterion's reduction of its weights' scores (the sum
+    for magnitude). Convolutions are refused: tiles across kernel positions match no sparse kernel, so
+    prune them by channel instead. Amounts count tiles.
+    """
+
+    def __init__(self, rows: int, cols: int | None = None) -> None:
+        cols = rows if cols is None else cols
+        for size in (rows, cols):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise PruningError(f"block sizes must be positive integers, got {rows!r}x{cols!r} (for example 'block:32')")
+        self.rows, self.cols = rows, cols
+
+    def validate(self, target: Target) -> None:
+        shape = tuple(target.param.shape)
+        if len(shape) != 2:
+            raise PruningError(
+                f"{target.name} has shape {shape}: block pruning tiles 2-D weights (Linear, Conv1D); "
+                "prune convolutions by 'channel' or 'unstructured', or exclude them"
+            )
+        out_size, in_size = self._matrix_shape(target)
+        sides = (("out", out_size, self.rows), ("in", in_size, self.cols))
+        misfits = [f"{side} {size} is not a multiple of {block}" for side, size, block in sides if size % block]
+        if misfits:
+            raise PruningError(
+                f"{target.name} ({out_size} out x {in_size} in) does not split into {self.rows}x{self.cols} blocks: "
+                f"{' and '.join(misfits)}; blocks that fit: rows {_fitting_sizes(out_size)}, "
+                f"cols {_fitting_sizes(in_size)}, or exclude it"
+            )
+
+    def num_groups(self, target: Target) -> int:
+        out_size, in_size = self._matrix_shape(target)
+        return (out_size // self.rows) * (in_size // self.cols)
+
+    def group_scores(self, scores: torch.Tensor, target: Target, criterion: Criterion) -> torch.Tensor:
+        return criterion.reduce(self._tiles(scores, target), (1, 3))
+
+    def group_keep(self, keep: torch.Tensor, target: Target) -> torch.Tensor:
+        return self._tiles(keep, target).any(dim=3).any(dim=1)
+
+    def expand(self, group_keep: torch.Tensor, keep: torch.Tensor, target: Target) -> torch.Tensor:
+        tile_rows, tile_cols = group_keep.shape
+        tiles = group_keep.view(tile_rows, 1, tile_cols, 1).expand(tile_rows, self.rows, tile_cols, self.cols)
+        matrix = tiles.reshape(tile_rows * self.rows, tile_cols * self.cols)
+        return keep & (matrix.t() if self._transposed(target) else matrix)
+
+    def _transposed(self, target: Target) -> bool:
+        return target.dim("out") == 1
+
+    def _matrix_shape(self, target: Target) -> tuple[int, int]:
+        shape = target.param.shape
+        return (shape[1], shape[0]) if self._transposed(target) else (shape[0], shape[1])
+
+    def _tiles(self, values: torch.Tensor, target: Target) -> torch.Tensor:
+        """``values`` as ``[tile row, row in tile, tile column, column in tile]`` of the ``[out, in]`` matrix."""
+        matrix = values.t() if self._transposed(target) else values
+        out_size, in_size = matrix.shape
+        return matrix.reshape(out_size // self.rows, self.rows, in_size // self.cols, self.cols)
+
+    def __repr__(self) -> str:
+        return f"Block({self.rows}, {self.cols})"
+
+
+def _fitting_sizes(size: int) -> str:
+    """The power-of-two block sizes up to 64 that divide ``size``."""
+    return ", ".join(str(b) for b in (1, 2, 4, 8, 16, 32, 64) if size % b == 0)
+
+
 _NM_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+_BLOCK_RE = re.compile(r"^block\s*:\s*(\d+)\s*(?:x\s*(\d+))?$")
 _ALIASES = {
     "unstructured": lambda: Unstructured(),
     "element": lambda: Unstructured(),
@@ -166,7 +239,8 @@ _ALIASES = {
 
 
 def parse_pattern(spec: str | Pattern) -> Pattern:
-    """A pattern from a spec: ``"unstructured"``, ``"2:4"``, ``"channel"``/``"out"``, ``"in"``, ``"structured:2"``."""
+    """A pattern from a spec: ``"unstructured"``, ``"2:4"``, ``"channel"``/``"out"``, ``"in"``, ``"structured:2"``,
+    ``"block:32"`` (32×32 tiles) or ``"block:16x32"`` (16 output rows by 32 input columns)."""
     if isinstance(spec, Pattern):
         return spec
     if not isinstance(spec, str):
@@ -177,10 +251,13 @@ def parse_pattern(spec: str | Pattern) -> Pattern:
     key = spec.strip().lower()
     if key in _ALIASES:
         return _ALIASES[key]()
+    block = _BLOCK_RE.match(key)
+    if block:
+        return Block(int(block.group(1)), int(block.group(2) or block.group(1)))
     if key.startswith("structured:"):
         dim = key.split(":", 1)[1]
         return Structured(int(dim) if dim.lstrip("-").isdigit() else dim)
     raise PruningError(
         f"unknown pattern {spec!r}; use 'unstructured', an N:M ratio such as '2:4', "
-        "'channel'/'out' (rows), 'in' (columns) or 'structured:DIM'"
+        "'channel'/'out' (rows), 'in' (columns), 'structured:DIM' or 'block:32' / 'block:16x32' (tiles)"
     )

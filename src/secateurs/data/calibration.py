@@ -1,20 +1,23 @@
 """Calibration data: the inputs a model is shown while data-aware criteria measure it.
 
-Whatever the source (a text file, a list of strings, a built-in text, token tensors, a DataLoader),
-it becomes a :class:`Calibration`: a list of :class:`Batch`, each knowing how to call the model.
-Text is tokenized once and cut into ``num_samples`` windows of ``seq_len`` tokens at seeded random
-offsets (the sampling of the Wanda and SparseGPT papers), each wrapped in the tokenizer's special
-tokens, so every window is a full-length sequence without padding.
+Whatever the source (the task's own data: an STS, CSV/TSV or JSONL file, a folder of images, a Python
+factory; or a text file, a list of strings, a built-in text, token tensors, a DataLoader), it becomes a
+:class:`Calibration`: a list of :class:`Batch`, each knowing how to call the model. Source strings and
+their files are parsed and checked in :mod:`secateurs.data.sources`. Text is tokenized once and cut
+into ``num_samples`` windows of ``seq_len`` tokens at seeded random offsets (the sampling of the Wanda
+and SparseGPT papers), each wrapped in the tokenizer's special tokens, so every window is a full-length
+sequence without padding; a text shorter than one window becomes one shorter window, with a warning.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,20 +25,31 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from secateurs.data.english import ENGLISH
+from secateurs.data.sources import (
+    BUILTIN_SOURCES,
+    SourceSpec,
+    call_factory,
+    image_tensors,
+    parse_source,
+    read_texts,
+)
 from secateurs.errors import PruningError
 from secateurs.runtime import move_to
 
 #: Default sample counts: 128 windows (the papers' count), or 1024 sentences, about the same number of tokens
 #: for sentence-length inputs.
 DEFAULT_SAMPLES = {"window": 128, "sentence": 1024}
-#: Calibration examples drawn from a model's own training data by :func:`sample_examples`.
+#: Calibration examples drawn from a model's own training data by :func:`sample_examples` (and from an image folder).
 DEFAULT_TRAINING_SAMPLES = 256
-
-#: Built-in sources: name -> what it is. ``english`` is prose written for secateurs; ``random`` is
-#: uniformly random token ids (a smoke-test source: real text calibrates better).
-BUILTIN_SOURCES = {"english": "a few pages of varied English prose shipped with secateurs", "random": "random token ids"}
+#: Fewer tokens than this cannot calibrate anything: such a text is refused, not stretched.
+MIN_TEXT_TOKENS = 16
 
 CalibrationSource = Any  # str | os.PathLike | Sequence[str] | Tensor | Mapping[str, Tensor] | Iterable | Calibration
+
+
+class TokenizerNeededError(PruningError):
+    """Text calibration for a model whose tokenizer was not found: the Python fix is ``tokenizer=``
+    (a tokenizer object or the directory of a saved one), the CLI's ``--tokenizer PATH``."""
 
 
 @dataclass
@@ -139,7 +153,10 @@ def hf_config(model: nn.Module) -> Any:
 
 
 def resolve_tokenizer(model: nn.Module, tokenizer: Any = None) -> Any:
-    """The tokenizer given, the one a sentence-transformers model carries, or the one saved beside an HF model."""
+    """The tokenizer given (an object, or the path of a saved one), the one a sentence-transformers model
+    carries, or the one saved beside an HF model; :class:`TokenizerNeededError` when there is none."""
+    if isinstance(tokenizer, (str, os.PathLike)):
+        return load_tokenizer(tokenizer)
     if tokenizer is not None:
         return tokenizer
     if getattr(model, "tokenizer", None) is not None:
@@ -148,15 +165,38 @@ def resolve_tokenizer(model: nn.Module, tokenizer: Any = None) -> Any:
     path = getattr(model, "name_or_path", None) or getattr(config, "_name_or_path", None)
     if path:
         try:
-            from transformers import AutoTokenizer
-
-            return AutoTokenizer.from_pretrained(path, local_files_only=True)
-        except Exception:  # noqa: BLE001 - any failure means: ask the user for one
+            return load_tokenizer(path)
+        except PruningError:
             pass
-    raise PruningError(
-        f"text calibration needs a tokenizer and none was found for {type(model).__name__}; pass tokenizer=..."
-        " (or give token tensors / a DataLoader instead of text)"
+    raise TokenizerNeededError(
+        f"text calibration needs a tokenizer and none was found for {type(model).__name__}; pass tokenizer=... "
+        "(a tokenizer or the directory of a saved one), or give token tensors / a DataLoader instead of text"
     )
+
+
+#: Words every real tokenizer of a language model knows something of.
+_TOKENIZER_PROBE = "the model and the data"
+
+
+def load_tokenizer(path: str | os.PathLike) -> Any:
+    """A Hugging Face tokenizer saved at ``path``, loaded offline, once it is known to tokenize text (recent
+    transformers build an empty tokenizer, turning every word into [UNK], from a directory without one)."""
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(str(path)), local_files_only=True)
+    except Exception as exc:
+        raise PruningError(
+            f"cannot load a tokenizer from {str(path)!r} ({type(exc).__name__}); give the directory of a saved "
+            "Hugging Face tokenizer (tokenizer.json or vocabulary files)"
+        ) from exc
+    probe = tokenizer(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+    if not probe or set(probe) <= {tokenizer.unk_token_id}:
+        raise PruningError(
+            f"{str(path)!r} holds no usable tokenizer: it turns every word into an unknown token (its vocabulary "
+            f"has {len(tokenizer)} entries); give the directory of a saved Hugging Face tokenizer"
+        )
+    return tokenizer
 
 
 def features_batch(model: nn.Module | None, features: Mapping[str, torch.Tensor]) -> Batch:
@@ -247,14 +287,32 @@ def from_text(
     stream = torch.tensor(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], dtype=torch.long)
     length = _content_length(tokenizer, seq_len)
     if stream.numel() < length:
+        _check_enough_text(stream.numel(), len(text), length, description)
+        windows = stream.unsqueeze(0)  # the whole text, once: more copies of it would add no information
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        starts = torch.randint(0, stream.numel() - length + 1, (num_samples,), generator=generator)
+        windows = torch.stack([stream[s : s + length] for s in starts.tolist()])
+    shape = f"{windows.shape[0]} x {seq_len - length + windows.shape[1]} tokens"
+    return _windows_to_batches(model, tokenizer, windows, batch_size, f"{shape} of {description}")
+
+
+def _check_enough_text(tokens: int, characters: int, window: int, description: str) -> None:
+    """A text shorter than one window is used whole, with a warning; one under :data:`MIN_TEXT_TOKENS` is refused.
+    Both say how much text a full window takes, in tokens and (at this text's rate) characters."""
+    per_token = characters / max(tokens, 1)
+    full = f"a full window takes {window} tokens, about {round(window * per_token):,} characters of such text"
+    if tokens < MIN_TEXT_TOKENS:
         raise PruningError(
-            f"the calibration text has {stream.numel()} tokens, fewer than one window of {length}; "
-            "give more text or a smaller seq_len"
+            f"the calibration text ({description}) has {tokens} tokens ({characters:,} characters); at least "
+            f"{MIN_TEXT_TOKENS} tokens (about {math.ceil((MIN_TEXT_TOKENS - tokens) * per_token):,} more characters) "
+            f"are needed, and {full}"
         )
-    generator = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, stream.numel() - length + 1, (num_samples,), generator=generator)
-    windows = torch.stack([stream[s : s + length] for s in starts.tolist()])
-    return _windows_to_batches(model, tokenizer, windows, batch_size, f"{num_samples} x {seq_len} tokens of {description}")
+    warnings.warn(
+        f"the calibration text ({description}) has {tokens} tokens ({characters:,} characters), fewer than one "
+        f"window: calibrating on one window of {tokens} tokens, the whole text; {full}",
+        stacklevel=3,
+    )
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -366,16 +424,21 @@ def load_calibration(
     batch_size: int = 8,
     seed: int = 0,
     unit: str = "auto",
+    input_shape: Sequence[int] | None = None,
 ) -> Calibration:
     """A :class:`Calibration` from any supported source.
 
-    ``source`` is a path to a text file, a built-in name (``"english"``, ``"random"``; also written
-    ``"builtin:english"``), a list of strings, token/input tensors (or a dict of them), a DataLoader or
-    other iterable of batches, or a ready :class:`Calibration`. ``seq_len`` defaults to the model's
-    maximum length capped at 2048 (the papers' setting for LLMs). Text is cut into ``unit``s (see
+    ``source`` is a source string (:mod:`secateurs.data.sources`: a text file, ``sts:FILE``,
+    ``csv:FILE:COLUMN``, ``tsv:FILE:COLUMN``, ``jsonl:FILE:FIELD``, ``images:DIR``,
+    ``python:MODULE:FUNCTION``, a built-in ``"english"``/``"random"``), a list of strings, token/input
+    tensors (or a dict of them), a DataLoader or other iterable of batches, or a ready
+    :class:`Calibration`. The task's own data calibrates best. ``tokenizer`` (an object or a saved
+    tokenizer's directory) defaults to the model's own. ``seq_len`` defaults to the model's maximum
+    length capped at 2048 (the papers' setting for LLMs). Text is cut into ``unit``s (see
     :func:`from_text`); ``"auto"`` means sentences for sentence-transformers models, which embed
-    sentences, and windows for everything else. ``num_samples`` defaults to 128 windows or 1024
-    sentences (a DataLoader is read to its end unless given a count).
+    sentences, and windows for everything else. ``num_samples`` defaults to 128 windows, 1024 sentences
+    or 256 images (a DataLoader is read to its end unless given a count). Images are resized to
+    ``input_shape`` (``C, H, W``, after an optional batch size) as floats in [0, 1].
     """
     if isinstance(source, Calibration):
         return source
@@ -385,20 +448,20 @@ def load_calibration(
         unit = "sentence" if model is not None and is_sentence_transformer(model) else "window"
     if unit not in DEFAULT_SAMPLES:
         raise PruningError(f"unit must be 'window', 'sentence' or 'auto', got {unit!r}")
-    if isinstance(source, (str, os.PathLike)) or _is_texts(source):
-        options = {
-            "model": model, "num_samples": num_samples or DEFAULT_SAMPLES[unit],
-            "seq_len": _default_seq_len(model, seq_len), "batch_size": batch_size, "seed": seed,
-        }  # fmt: skip
-        if _builtin_name(source) == "random":
-            return random_tokens(_text_tokenizer(model, tokenizer), **options)
-        text, description = _read_text(source)
-        return from_text(text, _text_tokenizer(model, tokenizer), unit=unit, description=description, **options)
+    options = {
+        "tokenizer": tokenizer, "num_samples": num_samples, "seq_len": seq_len, "batch_size": batch_size,
+        "seed": seed, "unit": unit, "input_shape": input_shape,
+    }  # fmt: skip
+    if isinstance(source, (str, os.PathLike)):
+        return _from_spec(parse_source(source), model, options)
+    if _is_texts(source):
+        return _from_texts(list(source), f"{len(source)} strings", model, options)
     if isinstance(source, Iterable):
         return from_loader(source, model=model, num_samples=num_samples)
     raise PruningError(
-        f"cannot calibrate from a {type(source).__name__}; give a text file, a built-in name "
-        f"({', '.join(BUILTIN_SOURCES)}), a list of strings, tensors or a DataLoader"
+        f"cannot calibrate from a {type(source).__name__}; give a source string (a text file, sts:FILE, "
+        f"csv:FILE:COLUMN, images:DIR, python:MODULE:FUNCTION, {', '.join(BUILTIN_SOURCES)}), a list of strings, "
+        "tensors or a DataLoader"
     )
 
 
@@ -406,37 +469,54 @@ def _is_texts(source: object) -> bool:
     return isinstance(source, Sequence) and bool(source) and all(isinstance(s, str) for s in source)
 
 
-def _builtin_name(source: object) -> str | None:
-    """The built-in source a name means: ``builtin:NAME``, or a bare NAME when no such file exists."""
-    if not isinstance(source, (str, os.PathLike)):
-        return None
-    name = str(source)
-    builtin = name.removeprefix("builtin:").lower()
-    if builtin in BUILTIN_SOURCES and (name.startswith("builtin:") or not Path(name).exists()):
-        return builtin
-    return None
+def _from_spec(spec: SourceSpec, model: nn.Module | None, options: dict[str, Any]) -> Calibration:
+    """The calibration a source string names."""
+    if spec.kind == "python":
+        calibration = load_calibration(call_factory(spec), model, **options)
+        calibration.description = f"{spec}: {calibration.description}"
+        return calibration
+    if spec.kind == "images":
+        return _from_images(spec, model, options)
+    if spec.kind == "builtin" and spec.path == "random":
+        return random_tokens(
+            _text_tokenizer(model, options["tokenizer"]), model=model, num_samples=_samples(options),
+            seq_len=_default_seq_len(model, options["seq_len"]), batch_size=options["batch_size"], seed=options["seed"],
+        )  # fmt: skip
+    if spec.kind == "builtin":
+        return _from_texts(ENGLISH, "built-in English", model, options)
+    return _from_texts(*read_texts(spec), model, options)
 
 
-def _read_text(source: str | os.PathLike | Sequence[str]) -> tuple[str | list[str], str]:
-    """The text of a text source (file, built-in English, strings) and a line describing it."""
-    if not isinstance(source, (str, os.PathLike)):
-        return list(source), f"{len(source)} strings"
-    if _builtin_name(source) == "english":
-        return ENGLISH, "built-in English"
-    path = Path(source)
-    if not path.is_file():
-        raise PruningError(
-            f"calibration source {str(source)!r} is neither a file nor a built-in source "
-            f"({', '.join(BUILTIN_SOURCES)}); give a text file path or one of those names"
-        )
-    return path.read_text(encoding="utf-8", errors="replace"), path.name
+def _samples(options: dict[str, Any]) -> int:
+    return options["num_samples"] or DEFAULT_SAMPLES[options["unit"]]
+
+
+def _from_texts(
+    text: str | list[str], description: str, model: nn.Module | None, options: dict[str, Any]
+) -> Calibration:
+    return from_text(
+        text, _text_tokenizer(model, options["tokenizer"]), model=model, unit=options["unit"],
+        num_samples=_samples(options), seq_len=_default_seq_len(model, options["seq_len"]),
+        batch_size=options["batch_size"], seed=options["seed"], description=description,
+    )  # fmt: skip
+
+
+def _from_images(spec: SourceSpec, model: nn.Module | None, options: dict[str, Any]) -> Calibration:
+    """Images as positional inputs, with their class labels (for Taylor's loss) when the folder has classes."""
+    count = options["num_samples"] or DEFAULT_TRAINING_SAMPLES
+    images, labels = image_tensors(spec.path, options["input_shape"], count, options["seed"])
+    tensors = (images,) if labels is None else (images, labels)
+    calibration = from_loader(DataLoader(TensorDataset(*tensors), batch_size=options["batch_size"]), model=model)
+    classes = "" if labels is None else f" in {labels.unique().numel()} classes"
+    calibration.description = f"{len(images)} images{classes} of {tuple(images.shape[1:])} from {spec.path}"
+    return calibration
 
 
 def _text_tokenizer(model: nn.Module | None, tokenizer: Any) -> Any:
-    if model is not None:
-        return resolve_tokenizer(model, tokenizer)
+    if model is not None or isinstance(tokenizer, (str, os.PathLike)):
+        return resolve_tokenizer(model, tokenizer)  # type: ignore[arg-type]
     if tokenizer is None:
-        raise PruningError("text calibration needs the model or a tokenizer to tokenize it")
+        raise TokenizerNeededError("text calibration needs the model or a tokenizer to tokenize it; pass tokenizer=...")
     return tokenizer
 
 

@@ -16,9 +16,9 @@ from secateurs.data.calibration import Calibration, CalibrationSource, load_cali
 from secateurs.data.criteria import BlockInfluence
 from secateurs.data.gradients import LossFn, accumulate_gradients
 from secateurs.data.methods import DataMethod, Needs, available_methods, get_method
-from secateurs.data.sequential import walk_blocks
+from secateurs.data.sequential import block_stack, walk_blocks
 from secateurs.data.statistics import InputStatistics, gather_input_statistics
-from secateurs.errors import PruningError
+from secateurs.errors import PruningError, UnsupportedOperationError
 
 
 def collect_input_statistics(
@@ -67,6 +67,11 @@ def block_influence(
 ) -> dict[str, float]:
     """``1 − cos(input, output)`` of each block's hidden states over calibration tokens, keyed by
     block name (lowest first = the first candidates for depth pruning)."""
+    if block_stack(model).whole_model:
+        raise UnsupportedOperationError(
+            f"{type(model).__name__} has no stack of repeated blocks, so no blocks to rank by influence; "
+            "rank channels instead (granularity='channel')"
+        )
     data = load_calibration(calibration, model, **calibration_options)
     influence: dict[str, float] = {}
     for step in walk_blocks(model, data, device=device, progress=progress, desc="block influence"):
@@ -82,14 +87,19 @@ def unit_criterion(
     method: str,
     *,
     granularity: str = "channel",
+    tokenizer: Any = None,
     num_samples: int | None = None,
+    seq_len: int | None = None,
     seed: int = 0,
+    input_shape: Sequence[int] | None = None,
     progress: bool = False,
 ) -> Criterion:
     """A criterion that ranks the units :func:`secateurs.shrink` removes, measured on calibration data:
-    block influence for ``granularity="layer"``, else the method's own scores of each unit."""
+    block influence for ``granularity="layer"``, else the method's own scores of each unit. The calibration
+    options are those of :func:`~secateurs.data.load_calibration`."""
     chosen = _unit_ranking_method(method, granularity)
-    options = {"num_samples": num_samples, "seed": seed}
+    options = {"tokenizer": tokenizer, "num_samples": num_samples, "seq_len": seq_len, "seed": seed,
+               "input_shape": input_shape}  # fmt: skip
     if granularity == "layer":
         return BlockInfluence(block_influence(model, calibration, progress=progress, **options))
     data = load_calibration(calibration, model, **options)

@@ -100,7 +100,9 @@ class DataMethod:
     ) -> list[LayerReport]:
         """Prune ``targets`` (one block, or the whole model for scope ``"global"``); per-layer results."""
         criterion = self.criterion(evidence)
-        return prune_targets(targets, amount, method=criterion, granularity=request.pattern, scope=request.scope).layers
+        return prune_targets(
+            targets, amount, method=criterion, granularity=request.pattern, scope=request.scope, allow_noop=True
+        ).layers
 
 
 _METHODS: dict[str, type[DataMethod]] = {}
@@ -163,7 +165,9 @@ class SparseGPTMethod(DataMethod):
 
     needs = Needs.HESSIAN
     granularities = (Unstructured, NM)
-    granularity_hint = "SparseGPT prunes unstructured or N:M; for rows/columns use wanda or activation"
+    granularity_hint = (
+        "SparseGPT prunes unstructured or N:M; for rows/columns use wanda or activation, for blocks wanda or magnitude"
+    )
     ranks_units = False
 
     def resolve_scope(self, pattern: Pattern, scope: str | None) -> str:

@@ -11,20 +11,21 @@ Methods that read layer inputs (Wanda, SparseGPT, activation) walk the model blo
 did to their inputs. Taylor needs the gradient of a loss through the whole model, so it runs full
 forward and backward passes instead. Magnitude needs no data (unless OWL asks for outlier ratios). Only
 the linear layers inside the repeated blocks are pruned; the stem (embeddings) and head are reported as
-skipped. What each method needs and does is in :mod:`secateurs.data.methods`.
+skipped. A model without repeated blocks (a small CNN) is one block: all its layers are pruned, from
+statistics of one full pass. What each method needs and does is in :mod:`secateurs.data.methods`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from secateurs.core.amounts import check_amount
+from secateurs.core.amounts import check_amount, nothing_pruned, per_layer_amounts
 from secateurs.core.engine import LayerReport, PruneReport, validate_target
 from secateurs.core.patterns import NM, Pattern, parse_pattern
 from secateurs.core.selection import Skipped, select
@@ -35,7 +36,13 @@ from secateurs.data.criteria import Wanda
 from secateurs.data.gradients import LossFn
 from secateurs.data.measuring import dense_evidence
 from secateurs.data.methods import BlockRequest, DataMethod, Needs, get_method
-from secateurs.data.sequential import ActivationMeter, BlockStep, find_blocks, walk_blocks
+from secateurs.data.sequential import (
+    ActivationMeter,
+    BlockStack,
+    BlockStep,
+    block_stack,
+    walk_blocks,
+)
 from secateurs.data.statistics import InputStatistics
 from secateurs.errors import PruningError
 
@@ -68,7 +75,7 @@ class DataPruneReport(PruneReport):
 class _Plan:
     """The targets inside the model's repeated blocks, by block index in order, and what was left out."""
 
-    block_name: str
+    stack: BlockStack
     by_block: dict[int, list[Target]]
     skipped: list[Skipped]
 
@@ -89,6 +96,15 @@ class _Run:
     device: torch.device | str | None
     progress: bool
     meter: ActivationMeter = field(default_factory=ActivationMeter)
+    #: Amounts of the targets ``per_layer`` names, by target name.
+    overrides: dict[str, float] = field(default_factory=dict)
+
+    def prune(self, targets: list[Target], evidence: Any, amount: float | None) -> list[LayerReport]:
+        """Prune one block's targets at ``amount``, those ``per_layer`` names at their own amounts."""
+        by_amount: dict[float | None, list[Target]] = {}
+        for target in targets:
+            by_amount.setdefault(self.overrides.get(target.name, amount), []).append(target)
+        return [layer for value, chosen in by_amount.items() for layer in self.method.prune_block(chosen, evidence, value, self.request)]
 
     def walk(self, desc: str) -> Iterable[BlockStep]:
         """The blocks holding targets, with their calibration inputs."""
@@ -109,12 +125,14 @@ def prune_with_data(
     scope: str | None = None,
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
+    per_layer: Mapping[str, float] | None = None,
     tokenizer: Any = None,
     num_samples: int | None = None,
     seq_len: int | None = None,
     batch_size: int = 8,
     seed: int = 0,
     unit: str = "auto",
+    input_shape: Sequence[int] | None = None,
     owl_lambda: float = OWL_LAMBDA,
     owl_m: float = OWL_M,
     block_size: int = 128,
@@ -122,6 +140,7 @@ def prune_with_data(
     loss_fn: LossFn | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    allow_noop: bool = False,
 ) -> DataPruneReport:
     """Prune the linear layers of a transformer's blocks using calibration data; returns a report.
 
@@ -130,20 +149,29 @@ def prune_with_data(
     baseline), ``"activation"`` (structured granularities only), or any method registered with
     :func:`~secateurs.data.register_method`. ``granularity``: ``"unstructured"``, ``"2:4"``/``"4:8"``
     (no amount), or a structured pattern. ``allocation``: ``"uniform"`` or ``"owl"`` (``owl_lambda``,
-    ``owl_m``). ``calibration``: anything :func:`~secateurs.data.load_calibration` takes (text file,
-    ``"english"``, list of strings, tensors, DataLoader); ``num_samples``/``seq_len``/``seed``/``unit``
-    shape text sources. SparseGPT's ``block_size`` and ``damping`` default to the paper's 128 and 1%.
-    ``device`` moves each block there while it is processed. Bad requests raise before the model is touched.
+    ``owl_m``). ``calibration``: anything :func:`~secateurs.data.load_calibration` takes (the task's own
+    data first: ``"sts:FILE"``, ``"csv:FILE:COLUMN"``, ``"images:DIR"``...; a text file, ``"english"``, a
+    list of strings, tensors, a DataLoader); ``tokenizer``/``num_samples``/``seq_len``/``seed``/``unit``
+    shape text sources, ``input_shape`` image folders. ``per_layer`` (patterns as in :func:`secateurs.prune`)
+    gives the layers it names their own fraction, e.g. :func:`secateurs.analysis.allocate`'s; ``amount`` is
+    then only for the others (and may be left out when every layer is named). SparseGPT's ``block_size`` and ``damping`` default
+    to the paper's 128 and 1%. ``device`` moves each block there while it is processed. Bad requests
+    raise before the model is touched; ``amount=0`` is one of them unless ``allow_noop``.
     """
     started = time.perf_counter()
+    if not amount and amount is not None and not allow_noop:
+        raise nothing_pruned(amount, "weight", None)
     chosen = get_method(method)
-    request = _check_request(chosen, parse_pattern(granularity), amount, allocation, scope, block_size, damping)
+    request = _check_request(chosen, parse_pattern(granularity), amount, allocation, scope, block_size, damping,
+                             per_layer)
     plan = _plan(model, chosen, request.pattern, include, exclude)
+    overrides = _layer_amounts(plan, per_layer, amount, needs_amount=not isinstance(request.pattern, NM))
     data = _calibration_for(
         chosen, allocation, calibration, model,
         tokenizer=tokenizer, num_samples=num_samples, seq_len=seq_len, batch_size=batch_size, seed=seed, unit=unit,
+        input_shape=input_shape,
     )  # fmt: skip
-    run = _Run(model, chosen, request, plan, data, device, progress)
+    run = _Run(model, chosen, request, plan, data, device, progress, overrides=overrides)
     if allocation == "owl":
         amounts = _owl_amounts(run, float(amount), owl_lambda, owl_m)  # type: ignore[arg-type]
     else:
@@ -151,7 +179,7 @@ def prune_with_data(
     report = DataPruneReport(
         method=method, granularity=repr(request.pattern), scope=request.scope, mode="absolute", skipped=plan.skipped,
         allocation=allocation, calibration=data.description if data is not None else "",
-        block_amounts={f"{plan.block_name}.{i}": a for i, a in amounts.items() if a is not None},
+        block_amounts={plan.stack.block_name(i): a for i, a in amounts.items() if a is not None},
     )  # fmt: skip
     if chosen.needs.reads_inputs:
         report.layers += _prune_block_by_block(run, amounts)
@@ -170,35 +198,54 @@ def _check_request(
     scope: str | None,
     block_size: int,
     damping: float,
+    per_layer: Mapping[str, float] | None = None,
 ) -> BlockRequest:
     """How each block is to be pruned, or a :class:`PruningError` before anything runs."""
     if allocation not in ALLOCATIONS:
         raise PruningError(f"unknown allocation {allocation!r}; use one of {', '.join(ALLOCATIONS)}")
+    if per_layer and (isinstance(pattern, NM) or allocation == "owl"):
+        raise PruningError("per_layer amounts do not go with N:M (fixed sparsity) or OWL (its own per-block amounts)")
     if isinstance(pattern, NM):
         if amount is not None:
             raise PruningError(f"an N:M pattern fixes the sparsity at 1 - {pattern.n}/{pattern.m}; drop the amount")
         if allocation != "uniform":
             raise PruningError("OWL gives each block its own sparsity, which N:M fixes; use allocation='uniform'")
-    elif amount is None:
-        raise PruningError("give amount= (a fraction in [0, 1]) to prune")
-    elif not isinstance(check_amount(amount), float):
+    elif amount is None and not per_layer:
+        raise PruningError("give amount= (a fraction in [0, 1]) to prune, or per_layer amounts")
+    elif amount is not None and not isinstance(check_amount(amount), float):
         raise PruningError("data-aware pruning takes the amount as a fraction in [0, 1], not a count")
     scope = chosen.resolve_scope(pattern, scope)
+    if scope == "global" and per_layer:
+        raise PruningError("scope='global' ranks all layers together, which per_layer amounts replace; drop one")
     if scope == "global" and (chosen.needs.reads_inputs or allocation == "owl"):
         why = "OWL sets per-block sparsities" if allocation == "owl" else f"{chosen.name} sees one block at a time"
         raise PruningError(f"scope='global' ranks the whole model at once, but {why}; use scope='row' or 'local'")
     return BlockRequest(pattern, scope, block_size, damping)
 
 
+def _layer_amounts(plan: _Plan, per_layer: Mapping[str, float] | None, amount: float | None, *,
+                   needs_amount: bool = True) -> dict[str, float]:
+    """The amount of each target ``per_layer`` names; every target needs one when there is no ``amount``
+    (unless the pattern fixes the sparsity: N:M)."""
+    names = {t.name: (t.name, t.module_name) for t in plan.targets}
+    overrides = per_layer_amounts(per_layer, names, what="layer pruned inside the blocks")
+    if any(not isinstance(a, float) for a in overrides.values()):
+        raise PruningError("data-aware pruning takes per-layer amounts as fractions in [0, 1], not counts")
+    missing = [name for name in names if name not in overrides]
+    if needs_amount and amount is None and missing:
+        raise PruningError(f"no amount for {missing[:4]}: give amount= or per_layer amounts naming them")
+    return overrides  # type: ignore[return-value]
+
+
 def _plan(model: nn.Module, chosen: DataMethod, pattern: Pattern, include: Any, exclude: Any) -> _Plan:
     selection = select(model, include=include, exclude=exclude)
-    block_name, blocks = find_blocks(model)
+    stack = block_stack(model)
     by_block: dict[int, list[Target]] = {}
     skipped = list(selection.skipped)
     for target in selection.targets:
-        index = _block_index(target, block_name, len(blocks))
+        index = stack.index_of(target.module_name)
         if index is None:
-            reason = f"outside the repeated blocks ({block_name}.*): data-aware pruning covers the blocks"
+            reason = f"outside the repeated blocks ({stack.name}.*): data-aware pruning covers the blocks"
         else:
             reason = _skip_reason(chosen, pattern, target)
         if reason is not None:
@@ -210,15 +257,7 @@ def _plan(model: nn.Module, chosen: DataMethod, pattern: Pattern, include: Any, 
         raise PruningError(
             "nothing to prune inside the model's blocks: " + "; ".join(f"{s.name}: {s.reason}" for s in skipped[:4])
         )
-    return _Plan(block_name, dict(sorted(by_block.items())), skipped)
-
-
-def _block_index(target: Target, block_name: str, count: int) -> int | None:
-    prefix = f"{block_name}." if block_name else ""
-    if not target.module_name.startswith(prefix):
-        return None
-    head = target.module_name[len(prefix) :].split(".", 1)[0]
-    return int(head) if head.isdigit() and int(head) < count else None
+    return _Plan(stack, dict(sorted(by_block.items())), skipped)
 
 
 def _skip_reason(chosen: DataMethod, pattern: Pattern, target: Target) -> str | None:
@@ -269,7 +308,7 @@ def _prune_block_by_block(run: _Run, amounts: dict[int, float | None]) -> list[L
         targets = run.plan.by_block[step.index]
         modules = [t.module for t in targets]
         stats = _gather(step, modules, gram=run.method.needs is Needs.HESSIAN)
-        layers += run.method.prune_block(targets, stats, amounts[step.index], run.request)
+        layers += run.prune(targets, stats, amounts[step.index])
         stats.release(modules)
     return layers
 
@@ -285,5 +324,5 @@ def _prune_whole_model(
         return run.method.prune_block(targets, evidence, amount, run.request)
     layers = []
     for index, block in run.plan.by_block.items():
-        layers += run.method.prune_block(block, evidence, amounts[index], run.request)
+        layers += run.prune(block, evidence, amounts[index])
     return layers

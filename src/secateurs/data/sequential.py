@@ -9,12 +9,14 @@ batch by batch, in place. Peak memory is one block plus one set of hidden states
 whatever the depth; :class:`ActivationMeter` counts it.
 
 Blocks are found by structure, not by model name: the ModuleList of same-type modules holding the
-most parameters (``encoder.layer`` in BERT/ViT, ``h`` in GPT-2, ``layers`` in LLaMA).
+most parameters (``encoder.layer`` in BERT/ViT, ``h`` in GPT-2, ``layers`` in LLaMA). A model without
+such a stack (a small CNN such as the demo's) is walked as one block, the whole model: its statistics
+come from one full pass over the calibration batches, with the same API.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +31,12 @@ from secateurs.runtime import eval_mode, move_to
 Observer = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], None]
 
 
-def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """``(name, blocks)``: the ModuleList of at least two same-type modules with the most parameters."""
+#: The name of the single block of a model walked whole (one without a stack of repeated blocks).
+WHOLE_MODEL = "model"
+
+
+def _repeated_blocks(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
+    """The ModuleList of at least two same-type modules with the most parameters, if there is one."""
     best: tuple[int, str, nn.ModuleList] | None = None
     for name, module in model.named_modules():
         if not isinstance(module, nn.ModuleList) or len(module) < 2:
@@ -41,12 +47,53 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
         if size and (best is None or size > best[0]):
             best = (size, name, module)
     if best is None:
-        raise UnsupportedOperationError(
-            f"{type(model).__name__} has no ModuleList of repeated blocks to walk through; sequential "
-            "data-aware pruning needs a stack of identical blocks (transformer layers)"
-        )
+        return None
     _check_uniform_arguments(model, best[2])
     return best[1], best[2]
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """``(name, blocks)``: the ModuleList of at least two same-type modules with the most parameters."""
+    found = _repeated_blocks(model)
+    if found is None:
+        raise UnsupportedOperationError(
+            f"{type(model).__name__} has no ModuleList of repeated blocks (a stack of identical blocks, such "
+            "as transformer layers)"
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class BlockStack:
+    """The blocks a walk visits: the model's repeated blocks (``name``: the ModuleList's path), or for a
+    model without them the whole model as one block (``whole_model``)."""
+
+    name: str
+    blocks: Sequence[nn.Module]
+    whole_model: bool = False
+
+    def block_name(self, index: int) -> str:
+        if self.whole_model:
+            return WHOLE_MODEL
+        return f"{self.name}.{index}" if self.name else str(index)
+
+    def index_of(self, module_name: str) -> int | None:
+        """The index of the block holding the module called ``module_name``; ``None`` outside every block."""
+        if self.whole_model:
+            return 0
+        prefix = f"{self.name}." if self.name else ""
+        if not module_name.startswith(prefix):
+            return None
+        head = module_name[len(prefix) :].split(".", 1)[0]
+        return int(head) if head.isdigit() and int(head) < len(self.blocks) else None
+
+
+def block_stack(model: nn.Module) -> BlockStack:
+    """The model's repeated blocks, or the whole model as a single block when it has none."""
+    found = _repeated_blocks(model)
+    if found is None:
+        return BlockStack("", (model,), whole_model=True)
+    return BlockStack(*found)
 
 
 def _check_uniform_arguments(model: nn.Module, blocks: nn.ModuleList) -> None:
@@ -224,19 +271,21 @@ def walk_blocks(
 ) -> Iterator[BlockStep]:
     """Yield a :class:`BlockStep` per block, in order; after the caller is done with a step, the
     block is run to produce the next block's inputs (unless the caller already called ``advance``).
+    A model without repeated blocks yields one step, the whole model, fed the calibration batches.
 
     With ``device``, each block is moved there while it is processed and moved back afterwards, so a
     model larger than the accelerator's memory can be handled block by block.
     """
-    name, blocks = find_blocks(model)
+    stack = block_stack(model)
     meter = meter if meter is not None else ActivationMeter()
     with eval_mode(model):
-        inputs = capture_inputs(model, blocks[0], calibration, device, meter)
-        for index, block in enumerate(tqdm(blocks, desc=desc, unit="block", disable=not progress)):
+        inputs = capture_inputs(model, stack.blocks[0], calibration, device, meter)
+        for index, block in enumerate(tqdm(stack.blocks, desc=desc, unit="block", disable=not progress)):
             home = next(block.parameters()).device if any(True for _ in block.parameters()) else None
             if device is not None:
                 block.to(device)
-            step = BlockStep(index, f"{name}.{index}" if name else str(index), block, inputs, meter)
+            step = BlockStep(index, stack.block_name(index), block, inputs, meter)
+            step.advanced = stack.whole_model  # the whole model's outputs feed no further block
             try:
                 yield step
                 step.advance()

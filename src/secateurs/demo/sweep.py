@@ -16,6 +16,10 @@ ranked by how weak it is *within its layer*.
 Structured pruning here is masked: whole output channels become zero but keep their place, so size on
 disk (sparse format) shrinks while latency does not. Physically removing the channels is the job of
 :mod:`secateurs.structural`; :func:`measure_copy` takes any model, so a shrunk copy is measured the same way.
+
+Latency: the dense model and every pruned copy are timed in one comparison
+(:func:`secateurs.measure.compare_latency`), interleaved round by round on the same batch, so each copy's
+time is reported with its spread and as a ratio to the dense model's time in the same rounds.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from secateurs.demo.datasets import DEFAULT_DATASET, Dataset, load_dataset
 from secateurs.demo.model import TrainConfig, accuracy, trained_model
 from secateurs.demo.reading import reading
 from secateurs.errors import ModelSpecError
-from secateurs.measure import count_nonzero, count_params, measure_latency, size_on_disk
+from secateurs.measure import LatencyComparison, compare_latency, count_nonzero, count_params, size_on_disk
 from secateurs.runtime import torch_threads
 from secateurs.structural import shrink
 
@@ -76,11 +80,11 @@ class DemoConfig:
     methods: tuple[DemoMethod, ...] = METHODS
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
-    #: Latency: median over at least this many seconds of timed forward passes, per pruned model.
-    latency_min_run_time: float = 0.05
+    #: Latency: seconds of timed forward passes per model (dense and each copy), in interleaved rounds.
+    latency_budget_s: float = 0.05
     latency_batch: int = 64
     #: One thread by default: multi-threaded timings of a tiny model swing wildly when cores are shared.
-    threads: int | None = 1
+    threads: int = 1
     retrain: bool = False
 
 
@@ -130,7 +134,11 @@ class Evaluation:
     nonzero: int
     dense_bytes: int
     sparse_bytes: int
+    #: Median ms per batch, its relative spread (interquartile range / median), and the median of its
+    #: per-round ratios to the dense model's time (1 for the dense model).
     latency_ms: float
+    latency_spread: float
+    latency_ratio: float
 
     @property
     def sparsity(self) -> float:
@@ -141,14 +149,12 @@ class Evaluation:
         return self.sparse_bytes / 1024
 
 
-def measure_copy(
-    model: nn.Module, data: Dataset, *, latency_batch: int = 64, min_run_time: float = 0.05, threads: int | None = None
-) -> Evaluation:
-    """Test accuracy, parameters, nonzeros, size on disk (dense and sparse safetensors) and median
-    latency of one batch of ``latency_batch`` test inputs. Works on any model that takes the data set's
-    inputs: the dense model, or a masked, finalized or physically shrunk copy."""
+def measure_copy(model: nn.Module, data: Dataset, timing: LatencyComparison, name: str) -> Evaluation:
+    """Test accuracy, parameters, nonzeros, size on disk (dense and sparse safetensors), and the latency of
+    entry ``name`` of ``timing`` (:func:`time_copies`). Works on any model that takes the data set's inputs:
+    the dense model, or a masked, finalized or physically shrunk copy."""
     size = size_on_disk(model)
-    latency = measure_latency(model, (data.x_test[:latency_batch],), min_run_time=min_run_time, threads=threads)
+    latency = timing[name]
     return Evaluation(
         accuracy=accuracy(model, data.x_test, data.y_test),
         params=count_params(model),
@@ -156,7 +162,15 @@ def measure_copy(
         dense_bytes=size.dense_bytes,
         sparse_bytes=size.sparse_bytes,
         latency_ms=latency.median_ms,
+        latency_spread=latency.spread,
+        latency_ratio=timing.ratios[name].median,
     )
+
+
+def time_copies(models: dict[str, nn.Module], data: Dataset, config: DemoConfig) -> LatencyComparison:
+    """The models (dense first) timed interleaved on one batch of test inputs, as the config says."""
+    batch = (data.x_test[: config.latency_batch],)
+    return compare_latency(models, batch, threads=config.threads, budget_s=config.latency_budget_s)
 
 
 def _most_pruned(model: nn.Module) -> tuple[str, float]:
@@ -200,6 +214,8 @@ class DemoResult:
     test_size: int
     dense: Evaluation
     rows: list[DemoRow]
+    #: The dense model and every copy, timed interleaved in one comparison.
+    timing: LatencyComparison
     cached: bool
     cache_path: Path
     train_seconds: float
@@ -217,6 +233,7 @@ class DemoResult:
             "test_size": self.test_size,
             "dense": {**asdict(self.dense), "sparsity": self.dense.sparsity},
             "rows": [row.to_dict() for row in self.rows],
+            "latency": {key: self.timing.to_dict()[key] for key in ("threads", "rounds", "spread", "noisy")},
             "reading": reading(self),
             "cached_model": self.cached,
             "cache_path": str(self.cache_path),
@@ -227,25 +244,21 @@ class DemoResult:
 
 
 def run_demo(config: DemoConfig = DemoConfig(), *, progress: bool = True) -> DemoResult:
-    """Train (or load) the CNN, prune a copy of it every way the config asks, measure each copy."""
+    """Train (or load) the CNN, prune a copy of it every way the config asks, time the dense model and every
+    copy together (interleaved), then measure each copy."""
     start = time.perf_counter()
     data = load_dataset(config.dataset)
     trained = trained_model(config.dataset, config.train, retrain=config.retrain, progress=progress)
-    options = {
-        "latency_batch": config.latency_batch,
-        "min_run_time": config.latency_min_run_time,
-        "threads": config.threads,
-    }
     jobs = [(m, s, r) for m in config.methods for s in config.scopes for r in config.ratios]
-    rows = []
+    bar = tqdm(jobs, desc="pruning", unit="model", disable=None if progress else True, leave=False)
     with torch_threads(config.threads):
-        dense = measure_copy(trained.model, data, **options)
-        for method, scope, ratio in tqdm(
-            jobs, desc="pruning and measuring", unit="model", disable=None if progress else True, leave=False
-        ):
-            pruned = prune_copy(trained.model, method, scope, ratio, config.seed, data.x_test[:1])
-            measured = measure_copy(pruned, data, **options)
-            rows.append(DemoRow(method.label, scope, ratio, measured, *_most_pruned(pruned)))
+        copies = [prune_copy(trained.model, *job, config.seed, data.x_test[:1]) for job in bar]
+        timing = time_copies({"dense": trained.model, **{str(i): c for i, c in enumerate(copies)}}, data, config)
+        dense = measure_copy(trained.model, data, timing, "dense")
+        rows = [
+            DemoRow(method.label, scope, ratio, measure_copy(model, data, timing, str(i)), *_most_pruned(model))
+            for i, ((method, scope, ratio), model) in enumerate(zip(jobs, copies))
+        ]
     return DemoResult(
         config=config,
         dataset=data.name,
@@ -254,6 +267,7 @@ def run_demo(config: DemoConfig = DemoConfig(), *, progress: bool = True) -> Dem
         test_size=len(data.y_test),
         dense=dense,
         rows=rows,
+        timing=timing,
         cached=trained.cached,
         cache_path=trained.path,
         train_seconds=trained.train_seconds,

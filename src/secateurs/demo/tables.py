@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from secateurs.demo.reading import reading
+from secateurs.measure import NOISY_SPREAD
 
 if TYPE_CHECKING:  # only the result's type; the tables read it, the sweep builds it
     from secateurs.demo.sweep import DemoResult, Evaluation
@@ -14,7 +15,7 @@ def format_table(result: DemoResult) -> str:
     """Every measured model on one line, grouped by method and scope, the dense model first."""
     header = (
         f"{'method':<20} {'scope':<6} {'ratio':>5} {'accuracy':>8} {'change':>7} {'nonzero':>9} "
-        f"{'sparsity':>8} {'size KB':>8} {'latency ms':>10}"
+        f"{'sparsity':>8} {'size KB':>8} {'latency ms':>10} {'spread':>6} {'x dense':>7}"
     )
     dense = result.dense
 
@@ -22,7 +23,8 @@ def format_table(result: DemoResult) -> str:
         change = "" if ev is dense else f"{100 * (ev.accuracy - dense.accuracy):+.1f}"
         return (
             f"{method:<20} {scope:<6} {ratio:>5} {ev.accuracy:>8.1%} {change:>7} {ev.nonzero:>9,} "
-            f"{ev.sparsity:>8.1%} {ev.sparse_kb:>8.1f} {ev.latency_ms:>10.3f}"
+            f"{ev.sparsity:>8.1%} {ev.sparse_kb:>8.1f} {ev.latency_ms:>10.3f} {ev.latency_spread:>6.0%} "
+            f"{ev.latency_ratio:>7.2f}"
         )
 
     lines = [header, "-" * len(header), line("dense (not pruned)", "", "", dense)]
@@ -48,6 +50,24 @@ def format_matrix(result: DemoResult) -> str:
     return "\n".join(lines)
 
 
+def _latency_legend(result: DemoResult) -> str:
+    """How latency was timed, and a warning when the timings spread too much to be trusted."""
+    timing = result.timing
+    threads = f"{timing.threads} thread{'' if timing.threads == 1 else 's'}"
+    legend = (
+        f"Latency = median ms per batch of {result.config.latency_batch} on {threads}; the dense "
+        f"model and every copy timed interleaved over {timing.rounds} rounds; spread = interquartile range / "
+        "median; x dense = median of the per-round ratios to the dense model's time."
+    )
+    if timing.noisy:
+        legend += (
+            f"\nWarning: noisy latency: timings spread by up to {timing.spread:.0%} of their median between rounds "
+            f"(more than {NOISY_SPREAD:.0%}); other work is probably running. Rerun on a quieter machine or with a "
+            "longer --latency-time."
+        )
+    return legend
+
+
 def format_report(result: DemoResult, *, full: bool = True) -> str:
     """The demo's printed output: what was run, the table, the accuracy matrix and the reading."""
     source = (
@@ -57,8 +77,8 @@ def format_report(result: DemoResult, *, full: bool = True) -> str:
     )
     head = (
         f"Demo CNN on {result.dataset_description} ({result.test_size} test samples, {source}).\n"
-        f"Pruned layers: every Conv and Linear layer except the output layer. Size = sparse safetensors; "
-        f"latency = median ms per batch of {result.config.latency_batch} (noisy on a shared machine)."
+        f"Pruned layers: every Conv and Linear layer except the output layer. Size = sparse safetensors.\n"
+        f"{_latency_legend(result)}"
     )
     blocks = [head]
     if full:

@@ -19,10 +19,11 @@ from secateurs.recovery.distill import Distiller, kd_loss
 from secateurs.recovery.distributed import mask_digest, masks_agree, sync_masks
 from secateurs.recovery.loop import FitResult, fit, top1_accuracy
 from secateurs.recovery.movement import Movement, MovementTracker, track_movement
-from secateurs.recovery.pipeline import RecoveryResult, recover, recovered_fraction
+from secateurs.recovery.pipeline import FINETUNE_LR, RecoveryResult, recover, recovered_fraction
 from secateurs.recovery.schedules import Gradual, Iterative, OneShot, Schedule, make_schedule, schedule_from_dict
 
 __all__ = [
+    "FINETUNE_LR",
     "CheckpointManager",
     "Distiller",
     "FitResult",

@@ -205,7 +205,7 @@ class PruningController:
         else:
             amount = None if self.fixed_sparsity else target
             report = prune(model, amount, method=self.method, granularity=self.granularity, scope=self.scope,  # type: ignore[arg-type]
-                           normalize_scores=self.normalize_scores, **self.options)
+                           normalize_scores=self.normalize_scores, **{**self.options, "allow_noop": True})
             sparsity = report.sparsity
             if is_distributed():
                 sync_masks(model)

@@ -36,7 +36,7 @@ def default_shrink(example_inputs: Any, method: Any, scope: str, normalize_score
         amount = relative_amount(target, reached)
         if amount > 0:
             structural.shrink(model, example_inputs, amount=amount, granularity="channel", method=method, scope=scope,
-                              normalize_scores=normalize_scores, **dict(options))
+                              normalize_scores=normalize_scores, **{**options, "allow_noop": True})
         return None
 
     return shrink_step

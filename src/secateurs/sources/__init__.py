@@ -29,9 +29,9 @@ from secateurs.errors import InputShapeError, MissingDependencyError, ModelSpecE
 # isort: off
 from secateurs.sources import torchvision, timm, hf, minilm, python, demo  # noqa: F401
 # isort: on
-from secateurs.sources.load import load_model
+from secateurs.sources.load import check_spec, load_model
 from secateurs.sources.model import LoadedModel, parse_input_shape
-from secateurs.sources.registry import available_sources, register_source
+from secateurs.sources.registry import available_sources, portable_files, register_source
 from secateurs.sources.saved import load_pruned
 
 __all__ = [
@@ -40,8 +40,10 @@ __all__ = [
     "MissingDependencyError",
     "ModelSpecError",
     "available_sources",
+    "check_spec",
     "load_model",
     "load_pruned",
     "parse_input_shape",
+    "portable_files",
     "register_source",
 ]

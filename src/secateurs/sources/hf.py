@@ -34,6 +34,12 @@ _TASKS = (
 )
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model")
+#: What rebuilds the architecture and its tokenizer without the weights.
+_PORTABLE_FILES = (
+    "config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
+    "tokenizer.model", "chat_template.jinja",
+)  # fmt: skip
 
 
 def _model_class(transformers: Any, config: Any) -> tuple[Any, str]:
@@ -100,8 +106,15 @@ def _vision_inputs(config: Any, input_shape: Shape | None) -> dict[str, torch.Te
     return {"pixel_values": random_input(input_shape or (1, config.num_channels, *size))}
 
 
+def portable_hf_files(argument: str) -> list[Path]:
+    """Config, generation and tokenizer files of the directory: all a saved model needs of it."""
+    path = Path(argument).expanduser().resolve()
+    return [path / name for name in _PORTABLE_FILES if (path / name).is_file()]
+
+
 @register_source(
-    "hf", "hf:PATH", "local Hugging Face model directory (config.json; weights if present, else random init)"
+    "hf", "hf:PATH", "local Hugging Face model directory (config.json; weights if present, else random init)",
+    portable=portable_hf_files,
 )
 def load_hf(argument: str, input_shape: Shape | None, weights: bool) -> LoadedModel:
     spec = f"hf:{argument}"

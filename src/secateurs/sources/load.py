@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from secateurs.errors import InputShapeError, ModelSpecError
 from secateurs.sources.model import LoadedModel, parse_input_shape
-from secateurs.sources.registry import build
+from secateurs.sources.registry import build, resolve
 from secateurs.sources.saved import load_pruned
-from secateurs.storage import is_model_directory
+from secateurs.storage import is_model_directory, read_manifest
 
 
 def _first_line(exc: BaseException) -> str:
@@ -26,6 +26,20 @@ def _check_inputs(loaded: LoadedModel) -> None:
             f"input shape {shape} does not fit {loaded.spec}: {_first_line(exc)}; "
             "give a shape the model accepts with --input-shape"
         ) from None
+
+
+def check_spec(spec: str, input_shape: str | Sequence[int] | None = None) -> None:
+    """Refuse a spec that names no source (or a saved directory with a bad manifest), and a malformed input
+    shape, without loading anything: the cheap half of :func:`load_model`, run before slow work."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError("give a model spec, e.g. torchvision:resnet18, minilm or demo")
+    if input_shape is not None:
+        parse_input_shape(input_shape)
+    spec = spec.strip()
+    if is_model_directory(spec):
+        read_manifest(spec)
+    else:
+        resolve(spec)
 
 
 def load_model(

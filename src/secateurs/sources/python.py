@@ -3,70 +3,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib
-import importlib.util
-import sys
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from secateurs.errors import MissingDependencyError, ModelSpecError
+from secateurs.errors import ModelSpecError
 from secateurs.runtime import Inputs
 from secateurs.sources.model import LoadedModel, Shape, parse_input_shape, random_input
 from secateurs.sources.registry import register_source
-
-
-@contextlib.contextmanager
-def _working_directory_importable() -> Iterator[None]:
-    """Let ``python:MODULE`` find modules in the working directory (as ``python -m`` would), for the
-    import and the factory call only; ``sys.path`` is restored afterwards."""
-    cwd = str(Path.cwd())
-    added = "" not in sys.path and cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        yield
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
-
-
-def _import_file(name: str, spec: str) -> tuple[Any, str]:
-    """Import a ``.py`` file under a name unique to its path; returns it and its resolved path."""
-    path = Path(name).expanduser().resolve()
-    if not path.is_file():
-        raise ModelSpecError(f"{spec}: no such file {path}")
-    unique = hashlib.sha256(str(path).encode()).hexdigest()[:8]
-    module_spec = importlib.util.spec_from_file_location(f"_secateurs_factory_{path.stem}_{unique}", path)
-    if module_spec is None or module_spec.loader is None:
-        raise ModelSpecError(f"{spec}: cannot import {path}")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_spec.name] = module
-    module_spec.loader.exec_module(module)
-    return module, str(path)
-
-
-def _import_module(name: str, spec: str) -> tuple[Any, str]:
-    """Import a dotted module (the working directory is searched too) or a ``.py`` file; returns it and its
-    canonical name."""
-    if name.endswith(".py") or "/" in name or "\\" in name:
-        return _import_file(name, spec)
-    try:
-        return importlib.import_module(name), name
-    except ModuleNotFoundError as exc:
-        if exc.name and name.startswith(exc.name):
-            raise ModelSpecError(
-                f"{spec}: cannot import module {name!r} "
-                "(not on the Python path; run from its directory or give a .py file)"
-            ) from None
-        raise MissingDependencyError(
-            f"{spec}: importing {name!r} needs the package {exc.name!r}, which is not installed"
-        ) from None
+from secateurs.usercode import call_user, user_function
 
 
 def _factory_inputs(
@@ -95,16 +42,8 @@ def _factory_inputs(
 
 def _call_factory(argument: str, spec: str) -> tuple[Any, Any, Any, str]:
     """Import ``MODULE``, call its ``FACTORY``; returns the result, the factory, the module and the canonical spec."""
-    module_name, _, factory_name = argument.rpartition(":")
-    if not module_name or not factory_name:
-        raise ModelSpecError(f"{spec}: write python:MODULE:FACTORY, e.g. python:mypackage.models:build")
-    with _working_directory_importable():
-        module, canonical = _import_module(module_name, spec)
-        factory = getattr(module, factory_name, None)
-        if not callable(factory):
-            raise ModelSpecError(f"{spec}: module {module_name!r} has no callable {factory_name!r}")
-        result = factory()
-    return result, factory, module, f"python:{canonical}:{factory_name}"
+    factory, module, canonical = user_function(argument, spec, ModelSpecError, "python:mypackage.models:build")
+    return call_user(factory, spec), factory, module, f"python:{canonical}"
 
 
 @register_source(

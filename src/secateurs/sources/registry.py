@@ -15,6 +15,9 @@ from secateurs.sources.model import LoadedModel, Shape
 #: ``loader(argument, input_shape, weights) -> LoadedModel``; ``weights=False`` may skip loading or
 #: training weights when only the architecture is needed (rebuilding a saved model).
 Loader = Callable[[str, "Shape | None", bool], LoadedModel]
+#: ``portable(argument) -> files``: the local files that rebuild the architecture (config, tokenizer), copied
+#: beside a saved model so that it stays loadable when the source moves; the copies' folder replaces ``argument``.
+Portable = Callable[[str], list[Path]]
 
 
 @dataclass(frozen=True)
@@ -26,16 +29,19 @@ class Source:
     usage: str
     summary: str
     takes_argument: bool = True
+    portable: Portable | None = None
 
 
 _SOURCES: dict[str, Source] = {}
 
 
-def register_source(prefix: str, usage: str, summary: str, takes_argument: bool = True) -> Callable[[Loader], Loader]:
-    """Decorator: make ``PREFIX:ARG`` (or the bare word ``PREFIX``) load through the decorated loader."""
+def register_source(prefix: str, usage: str, summary: str, takes_argument: bool = True,
+                    portable: Portable | None = None) -> Callable[[Loader], Loader]:
+    """Decorator: make ``PREFIX:ARG`` (or the bare word ``PREFIX``) load through the decorated loader;
+    ``portable`` lists the files to copy beside saved models (sources that read a local directory)."""
 
     def decorate(loader: Loader) -> Loader:
-        _SOURCES[prefix] = Source(prefix, loader, usage, summary, takes_argument)
+        _SOURCES[prefix] = Source(prefix, loader, usage, summary, takes_argument, portable)
         return loader
 
     return decorate
@@ -80,3 +86,17 @@ def build(spec: str, input_shape: Shape | None, weights: bool) -> LoadedModel:
         loaded = source.loader(argument, input_shape, weights)
     loaded.model.eval()
     return loaded
+
+
+def portable_files(spec: str) -> dict[str, Path]:
+    """The files a saved model of ``spec`` should carry to be rebuilt without the source (name -> path)."""
+    source, argument = resolve(spec)
+    if source.portable is None:
+        return {}
+    return {path.name: path for path in source.portable(argument)}
+
+
+def relocated(spec: str, folder: Path) -> str:
+    """``spec`` pointing at the copies of its portable files in ``folder``."""
+    source, _ = resolve(spec)
+    return f"{source.prefix}:{folder}"

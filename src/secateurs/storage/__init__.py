@@ -14,8 +14,8 @@ from secateurs.storage.atomic import (
     cache_dir,
     check_output_dir,
 )
-from secateurs.storage.directory import SavedModel, load_into, save_pruned
-from secateurs.storage.manifest import Manifest, ModelDirectoryError, is_model_directory, read_manifest
+from secateurs.storage.directory import SavedModel, estimated_bytes, load_into, save_pruned
+from secateurs.storage.manifest import SOURCE_FOLDER, Manifest, ModelDirectoryError, is_model_directory, read_manifest
 from secateurs.storage.weights import (
     decode_state_dict,
     encode_state_dict,
@@ -25,6 +25,7 @@ from secateurs.storage.weights import (
 )
 
 __all__ = [
+    "SOURCE_FOLDER",
     "Manifest",
     "ModelDirectoryError",
     "OutputExistsError",
@@ -37,6 +38,7 @@ __all__ = [
     "decode_state_dict",
     "encode_state_dict",
     "encoded_size",
+    "estimated_bytes",
     "is_model_directory",
     "load_into",
     "read_manifest",

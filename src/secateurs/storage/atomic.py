@@ -16,6 +16,9 @@ from pathlib import Path
 from secateurs.errors import SecateursError
 from secateurs.storage.manifest import MANIFEST, is_model_directory
 
+#: The manifest of a directory written by ``secateurs export``, replaceable like a model directory.
+EXPORT_MANIFEST = "export.json"
+
 
 class OutputExistsError(SecateursError, FileExistsError):
     """The output directory exists and may not be replaced."""
@@ -86,24 +89,58 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
         temp.unlink(missing_ok=True)
 
 
-def check_output_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+def check_output_dir(path: str | os.PathLike[str], overwrite: bool = False, *, needed_bytes: int = 0) -> Path:
     """Refuse an output directory that may not be written, before any work is done.
 
     An existing directory is replaced only with ``overwrite``, and only when it is empty or was
-    written by secateurs (has a manifest): an unrelated directory is never deleted.
+    written by secateurs (has a manifest): an unrelated directory is never deleted. The place it will be
+    created in must accept a file, and hold ``needed_bytes`` more (the estimated output size).
     """
     target = Path(path)
     if target.exists() or target.is_symlink():
         if not target.is_dir() or target.is_symlink():
-            raise OutputExistsError(f"{target} exists and is not a directory; choose another --out path")
+            raise OutputExistsError(f"{target} exists and is not a directory; choose another output path")
         if not overwrite:
-            raise OutputExistsError(f"{target} already exists; pass --overwrite (overwrite=True) to replace it")
-        if any(target.iterdir()) and not is_model_directory(target):
+            raise OutputExistsError(f"{target} already exists; pass overwrite=True to replace it")
+        if any(target.iterdir()) and not (is_model_directory(target) or (target / EXPORT_MANIFEST).is_file()):
             raise OutputExistsError(
                 f"{target} is not a secateurs model directory (no {MANIFEST}); refusing to replace it, "
                 "choose another path or remove it yourself"
             )
+    parent = _existing_ancestor(target.parent)
+    _check_writable(parent, target)
+    _check_free_space(parent, target, needed_bytes)
     return target
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_writable(parent: Path, target: Path) -> None:
+    """Create and remove a file where the output will be written: the only sure test of permission."""
+    if not parent.is_dir():
+        raise WriteError(f"cannot write {target}: {parent} is not a directory; choose another output path")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".secateurs-probe-", dir=parent)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise WriteError(
+            f"cannot write {target}: {parent} is not writable ({exc.strerror}); choose another output path"
+        ) from None
+
+
+def _check_free_space(parent: Path, target: Path, needed_bytes: int) -> None:
+    free = shutil.disk_usage(parent).free
+    if needed_bytes > free:
+        raise WriteError(
+            f"cannot write {target}: it needs about {needed_bytes / 1e6:,.1f} MB and {parent} has "
+            f"{free / 1e6:,.1f} MB free; free some space or choose another output path"
+        )
 
 
 def _replace_directory(temp: Path, target: Path) -> None:

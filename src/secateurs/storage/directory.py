@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from secateurs.storage.manifest import (
     DENSE_FILE,
     MANIFEST,
     MASKS_FILE,
+    SOURCE_FOLDER,
     SPARSE_FILE,
     FileInfo,
     Manifest,
@@ -74,6 +76,7 @@ def _new_manifest(
     task: str | None,
     pruning: Sequence[Mapping[str, Any]],
     extra: Mapping[str, Any] | None,
+    source_files: Mapping[str, Path],
 ) -> Manifest:
     """The manifest of ``model`` before its files are written (``files`` is filled as they are)."""
     structure = structure_of(model)
@@ -81,12 +84,29 @@ def _new_manifest(
         secateurs_version=__version__,
         torch_version=torch.__version__,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        source=SourceInfo(spec=source, input_shape=list(input_shape) if input_shape else None, task=task),
+        source=SourceInfo(
+            spec=source, input_shape=list(input_shape) if input_shape else None, task=task, files=sorted(source_files)
+        ),
         files={},
         pruning=[dict(step) for step in pruning],
         structure={KIND: structure} if structure else {},
         extra=dict(extra or {}),
     )
+
+
+def estimated_bytes(model: nn.Module, weights_format: WeightsFormat = "sparse") -> int:
+    """An upper bound of what :func:`save_pruned` writes for ``model``: the dense weights once per file
+    (the sparse file is never larger), masks and manifest aside; for checking free space before work."""
+    dense = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return dense * (2 if weights_format == "both" else 1)
+
+
+def _copy_source_files(directory: Path, source_files: Mapping[str, Path]) -> None:
+    """Copies of the source's config and tokenizer, so the saved model outlives a moved or deleted source."""
+    if source_files:
+        (directory / SOURCE_FOLDER).mkdir()
+    for name, original in source_files.items():
+        shutil.copyfile(original, directory / SOURCE_FOLDER / name)
 
 
 def _write_files(model: nn.Module, directory: Path, manifest: Manifest, weights_format: WeightsFormat) -> None:
@@ -115,20 +135,25 @@ def save_pruned(
     weights_format: WeightsFormat = "sparse",
     overwrite: bool = False,
     extra: Mapping[str, Any] | None = None,
+    source_files: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> SavedModel:
     """Write ``model`` to the directory ``path``, atomically.
 
     ``source`` is the model spec that rebuilds the architecture (see :func:`secateurs.load_model`);
-    ``pruning`` the records of the pruning steps applied. A shrunk model's new shapes are recorded in the
+    ``pruning`` the records of the pruning steps applied; ``source_files`` (name -> path, e.g. from
+    :func:`secateurs.sources.portable_files`) are copied into ``source/`` and rebuild the architecture
+    in place of the source, so the directory stays loadable when the source moves. A shrunk model's new shapes are recorded in the
     manifest's ``structure`` field, and active masks are saved too; :func:`load_into` restores both.
     Raises :class:`OutputExistsError` when ``path`` may not be replaced and :class:`WriteError` when
     writing fails; either way nothing is left behind.
     """
     if weights_format not in ("dense", "sparse", "both"):
         raise ValueError(f"weights_format must be 'dense', 'sparse' or 'both', got {weights_format!r}")
-    manifest = _new_manifest(model, source, input_shape, task, pruning, extra)
+    files = {name: Path(original) for name, original in (source_files or {}).items()}
+    manifest = _new_manifest(model, source, input_shape, task, pruning, extra, files)
     try:
         with atomic_directory(path, overwrite) as temp:
+            _copy_source_files(temp, files)
             _write_files(model, temp, manifest, weights_format)
     except OutputExistsError:
         raise
@@ -182,7 +207,6 @@ def load_into(model: nn.Module, path: str | os.PathLike[str], *, restore_masks: 
     weights = directory / manifest.weights_file
     load_weights_into(model, read_weights(weights), str(weights))
     if restore_masks and manifest.masks:
-        packed = safetensors.torch.load_file(os.fspath(directory / manifest.masks))
-        load_mask_state_dict(model, packed)
+        load_mask_state_dict(model, read_weights(directory / manifest.masks))
     model.eval()
     return manifest

@@ -15,6 +15,7 @@ MANIFEST = "manifest.json"
 DENSE_FILE = "model.safetensors"
 SPARSE_FILE = "model.sparse.safetensors"
 MASKS_FILE = "masks.safetensors"
+SOURCE_FOLDER = "source"
 FORMAT_NAME = "secateurs-pruned-model"
 FORMAT_VERSION = 1
 
@@ -30,6 +31,9 @@ class SourceInfo(BaseModel):
     spec: str
     input_shape: list[int] | None = None
     task: str | None = None
+    #: Files of the source copied into the directory's ``source/`` folder (config, tokenizer), which then
+    #: stands in for the source when the model is rebuilt.
+    files: list[str] = Field(default_factory=list)
 
 
 class FileInfo(BaseModel):

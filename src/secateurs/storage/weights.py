@@ -167,6 +167,10 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         with safe_open(os.fspath(path), framework="pt") as handle:
             metadata = handle.metadata()
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    except (OSError, safetensors.SafetensorError) as exc:
-        raise ModelDirectoryError(f"cannot read weights from {path}: {exc}") from None
+    except safetensors.SafetensorError as exc:
+        raise ModelDirectoryError(
+            f"{path} is truncated or corrupt ({exc}); save the model again or restore the file"
+        ) from None
+    except OSError as exc:
+        raise ModelDirectoryError(f"cannot read weights from {path}: {exc.strerror or exc}") from None
     return decode_state_dict(tensors, metadata)

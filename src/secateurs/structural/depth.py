@@ -7,7 +7,8 @@ their container (``scope="local"``) or across the model (``"global"``), and dele
 renumbered, and ``layer_idx`` attributes and Hugging Face ``num_hidden_layers``/``layer_types`` follow.
 
 The reference for verification is the original model with the removed blocks bypassed (a forward hook
-hands their input on as their output): the shrunk model must compute exactly that.
+hands their input on as their output): the shrunk model must compute exactly that, at the outputs and at
+the output of every container that loses blocks and of each block it keeps (see :mod:`.verify`).
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import time
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from secateurs.core.amounts import Amount, amount_count, per_layer_amounts
+from secateurs.core.amounts import Amount, amount_count, nothing_pruned, per_layer_amounts
 from secateurs.core.criteria import Criterion
 from secateurs.core.summary import count_params
 from secateurs.core.targets import Target
@@ -32,9 +33,9 @@ from secateurs.errors import PruningError
 from secateurs.structural.graph import DependencyGraph, build_graph
 from secateurs.structural.hf import is_hf_model
 from secateurs.structural.persist import append_step, record_structure
-from secateurs.structural.report import ShrinkReport
+from secateurs.structural.report import ShrinkReport, Verification
 from secateurs.structural.surgery import Undo
-from secateurs.structural.verify import compare_outputs, run_outputs, run_shrunk
+from secateurs.structural.verify import ActivationProbe, run_outputs, run_shrunk
 
 #: Operations that pass a tensor through unchanged in value (what may sit between a block's input and its add).
 _TRANSPARENT = ("aten.alias", "aten.view", "aten._unsafe_view", "aten.clone", "aten._to_copy", "aten.detach",
@@ -200,7 +201,8 @@ def _not_excluded(blocks: list[Block], exclude: Iterable[str | nn.Module] | None
 
 def shrink_depth(model: nn.Module, example_inputs: Any, amount: Amount, *, criterion: Criterion, scope: str,
                  exclude: Iterable[str | nn.Module] | None, per_layer: Mapping[str, Amount] | None, aggregate: str,
-                 strict: bool, verify: bool, atol: float | None, start: float, label: str) -> ShrinkReport:
+                 strict: bool, verify: bool, atol: float | None, start: float, label: str,
+                 allow_noop: bool = False) -> ShrinkReport:
     """``shrink(granularity="layer")``: remove the lowest-scored removable blocks, verify, and report."""
     graph = build_graph(model, example_inputs, strict=strict)
     blocks = _not_excluded(removable_blocks(graph), exclude)
@@ -210,16 +212,16 @@ def shrink_depth(model: nn.Module, example_inputs: Any, amount: Amount, *, crite
             "Sequential/ModuleList whose output has its input's shape and adds its input back)"
         )
     chosen = plan_depth(blocks, _block_scores(blocks, criterion, aggregate), amount, scope, per_layer)
+    if not chosen and not allow_noop:
+        sizes = Counter(b.container for b in blocks).values()
+        raise nothing_pruned(amount, "block", sum(sizes) if scope == "global" else max(sizes))
     params_before, macs_before = count_params(model), graph.macs
-    reference = None
-    if verify:
-        with bypassed([b.module for b in chosen]):
-            reference, _ = run_outputs(model, example_inputs)
+    probe, reference = _bypassed_reference(model, example_inputs, graph.named, chosen, atol) if verify else (None, [])
     undo = Undo()
     try:
         attrs, config = remove_blocks(model, graph.named, chosen, undo)
-        outputs, macs_after = run_shrunk(model, example_inputs, _failed_after_removal)
-        diff, tol = compare_outputs(reference, outputs, atol, "removing blocks differs from bypassing them")
+        outputs, macs_after = run_shrunk(model, example_inputs, _failed_after_removal, probe)
+        check = probe.conclude(reference, outputs, "removing blocks differs from bypassing them") if probe else Verification()
         removed = [b.name for b in sorted(chosen, key=lambda b: (b.container, -b.index))]  # later ones first
         structure = record_structure(model, attrs, config, removed=removed)
     except BaseException:
@@ -229,10 +231,28 @@ def shrink_depth(model: nn.Module, example_inputs: Any, amount: Amount, *, crite
     return ShrinkReport(
         granularity="layer", method=label, scope=scope,
         amount=amount, params_before=params_before, params_after=count_params(model), macs_before=macs_before,
-        macs_after=macs_after, max_abs_diff=diff, tolerance=tol, seconds=time.perf_counter() - start,
+        macs_after=macs_after, **asdict(check), seconds=time.perf_counter() - start,
         removed_layers=[b.name for b in chosen], patched_modules=sorted(attrs), warnings=list(graph.warnings),
         structure=structure,
     )
+
+
+def _bypassed_reference(model: nn.Module, example_inputs: Any, named: Mapping[str, nn.Module], chosen: list[Block],
+                        atol: float | None) -> tuple[ActivationProbe, list[torch.Tensor]]:
+    """The outputs with the chosen blocks bypassed, and a probe holding the outputs of every container that
+    loses blocks and of the blocks it keeps: where removing must equal bypassing."""
+    removed = {id(b.module) for b in chosen}
+    points = {}
+    for container in dict.fromkeys(b.container for b in chosen):
+        if container:
+            points[container] = named[container]
+        for key, child in named[container]._modules.items():
+            if child is not None and id(child) not in removed:
+                points[f"{container}.{key}" if container else key] = child
+    probe = ActivationProbe(points, atol=atol)
+    with bypassed([b.module for b in chosen]):
+        reference, _ = run_outputs(model, example_inputs, probe.recording())
+    return probe, reference
 
 
 def _failed_after_removal(where: str, exc: Exception) -> Exception:

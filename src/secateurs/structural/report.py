@@ -17,8 +17,23 @@ class GroupChange:
 
 
 @dataclass
+class Verification:
+    """The comparison of the shrunk model with the masked one, at the activations of the cut layers and
+    at the outputs. ``verified`` is None when not checked, False when no compared value carried a signal
+    (random-init outputs that vanish): then nothing was proven and ``verification`` says why."""
+
+    verified: bool | None = None
+    verification: str = "not checked (verify=False)"
+    points_checked: int = 0
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    tolerance: float | None = None  # relative to each point's largest value (absolute when atol was given)
+
+
+@dataclass
 class ShrinkReport:
-    """What :func:`shrink` did, and the proof that it kept the masked model's function."""
+    """What :func:`shrink` did, and the proof that it kept the masked model's function (the fields of
+    :class:`Verification`, from ``verified`` to ``tolerance``)."""
 
     granularity: str
     method: str
@@ -28,8 +43,12 @@ class ShrinkReport:
     params_after: int
     macs_before: int
     macs_after: int
-    max_abs_diff: float | None
-    tolerance: float | None
+    verified: bool | None = None
+    verification: str = "not checked (verify=False)"
+    points_checked: int = 0
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    tolerance: float | None = None
     seconds: float = 0.0
     groups: list[GroupChange] = field(default_factory=list)
     removed_layers: list[str] = field(default_factory=list)
@@ -62,8 +81,7 @@ class ShrinkReport:
             f"  params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.3f}x)",
             f"  MACs   {self.macs_before:,} -> {self.macs_after:,} ({self.macs_ratio:.3f}x)",
         ]
-        if self.max_abs_diff is not None:
-            lines.append(f"  max |shrunk - masked| = {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g})")
+        lines.append(f"  {self.verification}")
         for warning in self.warnings:
             lines.append(f"  warning: {warning}")
         return "\n".join(lines)

@@ -103,6 +103,7 @@ class ModuleCall:
     output: int | None
     input_shape: tuple[int, ...] | None
     output_shape: tuple[int, ...] | None
+    output_labels: tuple[int, ...] | None = None  # axes of the output tensor (what verification compares)
 
 
 #: Module types whose code ties sizes the ATen trace cannot see (a size read from another tensor).
@@ -326,7 +327,8 @@ class Tracer(TorchDispatchMode):
             y = first(output)
             if self.recording:
                 self.calls.append(ModuleCall(name, start, self.op_count, x, None if y is None else self.tensor_id(y),
-                                             shape, None if y is None else tuple(y.shape)))
+                                             shape, None if y is None else tuple(y.shape),
+                                             tuple(self._info[y]) if y is not None and y in self._info else None))
             fn = _module_rule(module)
             if fn is not None:
                 fn(self, module, args, kwargs, output)

@@ -2,26 +2,39 @@
 
 The reference is the original model with every removed slice zeroed (masked copies of the affected
 parameters are swapped in for one forward pass and swapped out again). Removing a slice
-that is zero in every weight that reads or writes it cannot change the output, so the two outputs must
-agree to float rounding; anything more is a bug or an unsupported pattern, and the surgery is undone.
+that is zero in every weight that reads or writes it cannot change what the kept units compute, so the
+two models must agree to float rounding; anything more is a bug or an unsupported pattern, and the
+surgery is undone.
+
+The outputs alone prove little: a random-initialised model's outputs can vanish (torchvision
+zero-initialises classifier heads), and any difference then passes. So the two runs are also compared
+at the output of every layer that holds a cut tensor (the layers writing and reading each cut group),
+at the positions the shrunk model keeps, each with a tolerance relative to its own values. A point whose
+values vanish proves nothing and is not counted; when no point carries a signal the result says
+"not verified" rather than "verified".
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import functools
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from secateurs.errors import PruningError, UnsupportedOperationError
 from secateurs.runtime import call_model, inference
 from secateurs.structural.graph import DependencyGraph
+from secateurs.structural.report import Verification
 from secateurs.structural.surgery import slice_tensor
 from secateurs.structural.trace import analysis_mode, output_tensors
 
@@ -56,12 +69,7 @@ class StatisticsOverKept(TorchDispatchMode):
         self.graph, self.keep, self.count = graph, keep, 0
 
     def _positions(self, labels: tuple[int, ...]) -> list[np.ndarray | None]:
-        result: list[np.ndarray | None] = []
-        for axis in labels:
-            layout = self.graph.store.layout(axis)
-            kept = layout.kept_positions(self.keep) if layout.classes() & self.keep.keys() else None
-            result.append(kept if kept is not None and len(kept) < layout.size else None)
-        return result
+        return kept_along(self.graph, self.keep, labels)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -96,6 +104,16 @@ class StatisticsOverKept(TorchDispatchMode):
                 leaf = _scatter(leaf, self._positions(labels), [self.graph.store.size(a) for a in labels])
             restored.append(leaf)
         return tree_unflatten(restored, out_spec)
+
+
+def kept_along(graph: DependencyGraph, keep: dict[int, np.ndarray], labels: tuple[int, ...]) -> list[np.ndarray | None]:
+    """Per dimension of a traced tensor with axes ``labels``: the positions kept, or None where all are."""
+    result: list[np.ndarray | None] = []
+    for axis in labels:
+        layout = graph.store.layout(axis)
+        kept = layout.kept_positions(keep) if layout.classes() & keep.keys() else None
+        result.append(kept if kept is not None and len(kept) < layout.size else None)
+    return result
 
 
 def _resized(func: Any, args: tuple) -> tuple:
@@ -134,29 +152,32 @@ def _scatter(t: torch.Tensor, positions: list[np.ndarray | None], sizes: list[in
     return t
 
 
-def run_outputs(model: nn.Module, example_inputs: Any) -> tuple[list[torch.Tensor], int]:
+def run_outputs(model: nn.Module, example_inputs: Any,
+                watch: contextlib.AbstractContextManager | None = None) -> tuple[list[torch.Tensor], int]:
     """Output tensors of ``model`` in eval mode, and its MACs counted on the same path the trace took
-    (``nn.MultiheadAttention``'s fused fast path hides its attention from the counter). Models holding such
-    attention also run once on the fast path, which must give the same outputs."""
+    (``nn.MultiheadAttention``'s fused fast path hides its attention from the counter); ``watch`` (a probe's
+    hooks) is active for that pass only. Models holding such attention also run once on the fast path,
+    which must give the same outputs."""
     counter = FlopCounterMode(display=False)
-    with analysis_mode(model), counter:
+    with analysis_mode(model), counter, watch or contextlib.nullcontext():
         output = call_model(model, example_inputs)
     outputs = [t.detach() for t in output_tensors(output)]
     if any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
         with inference(model):
             fast = [t.detach() for t in output_tensors(call_model(model, example_inputs))]
-        diff = max_abs_diff(outputs, fast)
-        if not diff <= tolerance(outputs):
-            raise UnsupportedOperationError(f"nn.MultiheadAttention's fast path gives other outputs (by {diff:.3g})")
+        for point in (compare_point(f"output {i}", ref, out) for i, (ref, out) in enumerate(zip(outputs, fast))):
+            if not point.ok:
+                raise UnsupportedOperationError(f"nn.MultiheadAttention's fast path gives other outputs (by {point.abs_diff:.3g})")
     return outputs, int(counter.get_total_flops()) // 2
 
 
 def masked_outputs(graph: DependencyGraph, example_inputs: Any, keep: dict[int, np.ndarray],
-                   positions: dict[str, list[np.ndarray | None]], statistics_over_kept: bool) -> list[torch.Tensor]:
+                   positions: dict[str, list[np.ndarray | None]], statistics_over_kept: bool,
+                   watch: contextlib.AbstractContextManager | None = None) -> list[torch.Tensor]:
     """The reference: the original model with every removed slice zeroed (and, when normalised dimensions
-    are pruned, statistics over the kept positions), run exactly as it was traced."""
+    are pruned, statistics over the kept positions), run exactly as it was traced, under ``watch``."""
     model = graph.model
-    with swapped(graph, removed_slices_zeroed(graph, positions)), analysis_mode(model):
+    with swapped(graph, removed_slices_zeroed(graph, positions)), analysis_mode(model), watch or contextlib.nullcontext():
         if statistics_over_kept:
             with StatisticsOverKept(graph, keep):
                 output = call_model(model, example_inputs)
@@ -180,52 +201,15 @@ def removed_slices_zeroed(graph: DependencyGraph, positions: dict[str, list[np.n
     return masked
 
 
-def max_abs_diff(reference: list[torch.Tensor], outputs: list[torch.Tensor]) -> float:
-    if len(reference) != len(outputs):
-        raise UnsupportedOperationError(f"the shrunk model returns {len(outputs)} tensors, the original {len(reference)}")
-    worst = 0.0
-    for ref, out in zip(reference, outputs):
-        if ref.shape != out.shape:
-            raise UnsupportedOperationError(f"an output changed shape from {tuple(ref.shape)} to {tuple(out.shape)}")
-        if ref.is_floating_point() or ref.is_complex():
-            worst = max(worst, float((ref.double() - out.double()).abs().max()) if ref.numel() else 0.0)
-        elif not torch.equal(ref, out):
-            worst = max(worst, float((ref.double() - out.double()).abs().max()))
-    return worst
-
-
-def tolerance(reference: list[torch.Tensor], atol: float | None = None) -> float:
-    """Float rounding scale: relative to the largest output value, looser for half precision."""
-    if atol is not None:
-        return atol
-    scale = max([1.0] + [float(t.abs().max()) for t in reference if t.is_floating_point() and t.numel()])
-    low = any(t.dtype in (torch.float16, torch.bfloat16) for t in reference)
-    return (3e-2 if low else 1e-3) * scale
-
-
-def run_shrunk(model: nn.Module, example_inputs: Any,
-               explain: Callable[[str, Exception], Exception]) -> tuple[list[torch.Tensor], int]:
-    """:func:`run_outputs` of the shrunk model; an exception in forward becomes ``explain(module path, exc)``."""
+def run_shrunk(model: nn.Module, example_inputs: Any, explain: Callable[[str, Exception], Exception],
+               probe: ActivationProbe | None = None) -> tuple[list[torch.Tensor], int]:
+    """:func:`run_outputs` of the shrunk model, compared at the probe's points as it runs; an exception in
+    forward becomes ``explain(module path, exc)``."""
     with _failing_module(model) as path:
         try:
-            return run_outputs(model, example_inputs)
+            return run_outputs(model, example_inputs, probe.checking() if probe else None)
         except Exception as exc:
             raise explain(path[-1] if path else "<model>", exc) from exc
-
-
-def compare_outputs(reference: list[torch.Tensor] | None, outputs: list[torch.Tensor], atol: float | None,
-                    comparison: str) -> tuple[float | None, float | None]:
-    """(largest difference, tolerance) of ``outputs`` against ``reference`` (None, None without one); beyond the
-    tolerance a :class:`PruningError` says ``comparison`` ("the shrunk model differs from the masked model")."""
-    if reference is None:
-        return None, None
-    diff, tol = max_abs_diff(reference, outputs), tolerance(reference, atol)
-    if not diff <= tol:
-        raise PruningError(
-            f"verification failed: {comparison} by {diff:.3g} (tolerance {tol:.3g}); the model was restored. "
-            "Please report this model."
-        )
-    return diff, tol
 
 
 @contextlib.contextmanager
@@ -250,3 +234,169 @@ def _failing_module(model: nn.Module) -> Iterator[list[str]]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+# -- comparing at points where the values carry a signal ---------------------------------------------
+def relative_tolerance(dtype: torch.dtype) -> float:
+    """Float rounding (other kernels, other summation orders) relative to the values compared; looser for half precision."""
+    return 3e-2 if dtype in (torch.float16, torch.bfloat16, torch.complex32) else 1e-3
+
+
+def vanishing_below(dtype: torch.dtype) -> float:
+    """The magnitude under which a tensor proves nothing: its relative tolerance would be within a few of the
+    smallest normal numbers, where underflow and flushed denormals decide the values (about 5e-35 in float32)."""
+    return 4 * torch.finfo(dtype).tiny / relative_tolerance(dtype)
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """One compared tensor: its largest difference, its scale (largest magnitude in the reference) and tolerance."""
+
+    where: str
+    abs_diff: float
+    scale: float
+    tolerance: float
+    rtol: float
+    floor: float
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem and self.abs_diff <= self.tolerance
+
+    @property
+    def vanishing(self) -> bool:
+        return self.scale < self.floor
+
+    @property
+    def rel_diff(self) -> float:
+        return self.abs_diff / self.scale if self.scale else (math.inf if self.abs_diff else 0.0)
+
+
+def compare_point(where: str, reference: torch.Tensor, output: torch.Tensor, atol: float | None = None) -> PointResult:
+    """``output`` against ``reference``: equal within ``rtol × max|reference|`` (never under the vanishing floor,
+    so values lost to underflow do not fail), or within ``atol`` when given. Equal infinities agree."""
+    if reference.shape != output.shape:
+        return PointResult(where, math.inf, 0.0, 0.0, 0.0, 0.0,
+                           f"has shape {tuple(output.shape)} where the masked model's has {tuple(reference.shape)}")
+    if not (reference.is_floating_point() or reference.is_complex()):  # exact, and no signal to count
+        return PointResult(where, 0.0 if torch.equal(reference, output) else math.inf, 0.0, 0.0, 0.0, math.inf)
+    wide = torch.promote_types(reference.dtype, torch.float64)
+    ref, out = reference.detach().to(wide), output.detach().to(wide)
+    diff = torch.where(ref == out, 0.0, (ref - out).abs()) if ref.numel() else ref.abs()
+    magnitude = ref.abs()[ref.isfinite()]
+    scale = float(magnitude.max()) if magnitude.numel() else 0.0
+    rtol, floor = relative_tolerance(reference.dtype), vanishing_below(reference.dtype)
+    tolerance = atol if atol is not None else max(rtol * scale, floor)
+    return PointResult(where, float(diff.max()) if diff.numel() else 0.0, scale, tolerance, rtol, floor)
+
+
+Positions = list[np.ndarray | None]
+
+
+class ActivationProbe:
+    """Forward hooks at the compared modules. :meth:`recording` keeps the masked model's outputs of each call,
+    at the positions the shrunk model keeps (``kept[name][call]``; None: all); :meth:`checking` compares the
+    shrunk model's as it runs. The hooks run outside any dispatch mode, so they neither shift the replay
+    of :class:`StatisticsOverKept` nor count as MACs."""
+
+    def __init__(self, points: Mapping[str, nn.Module], kept: Mapping[str, list[Positions | None]] | None = None,
+                 atol: float | None = None) -> None:
+        self.points, self.kept, self.atol = dict(points), dict(kept or {}), atol
+        self.reference: dict[tuple[str, int], torch.Tensor] = {}
+        self.results: list[PointResult] = []
+
+    def recording(self) -> contextlib.AbstractContextManager:
+        def keep(name: str, call: int, tensor: torch.Tensor) -> None:
+            calls = self.kept.get(name, [])
+            self.reference[name, call] = _kept_slice(tensor, calls[call] if call < len(calls) else None)
+
+        return self._hooks(keep)
+
+    def checking(self) -> contextlib.AbstractContextManager:
+        def compare(name: str, call: int, tensor: torch.Tensor) -> None:
+            reference = self.reference.pop((name, call), None)
+            if reference is not None:
+                where = f"the output of module {name!r}" + (f" (call {call + 1})" if call else "")
+                self.results.append(compare_point(where, reference, tensor, self.atol))
+
+        return self._hooks(compare)
+
+    @contextlib.contextmanager
+    def _hooks(self, on_output: Callable[[str, int, torch.Tensor], None]) -> Iterator[None]:
+        calls: Counter[str] = Counter()
+
+        def hook(module: nn.Module, args: Any, output: Any, name: str) -> None:
+            call, calls[name] = calls[name], calls[name] + 1
+            tensor = next((t for t in tree_leaves(output) if isinstance(t, torch.Tensor)), None)
+            if tensor is not None:
+                with _disable_current_modes(), torch.no_grad():
+                    on_output(name, call, tensor.detach())
+
+        handles = [m.register_forward_hook(functools.partial(hook, name=n)) for n, m in self.points.items()]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def conclude(self, reference: list[torch.Tensor], outputs: list[torch.Tensor], comparison: str) -> Verification:
+        """The verdict over every point and the model outputs; a difference beyond tolerance anywhere raises a
+        :class:`PruningError` naming the first point it shows at (``comparison`` says what differs)."""
+        if len(reference) != len(outputs):
+            raise UnsupportedOperationError(f"the shrunk model returns {len(outputs)} tensors, the original {len(reference)}")
+        final = [compare_point(f"model output {i}", r, o, self.atol) for i, (r, o) in enumerate(zip(reference, outputs))]
+        failed = next((r for r in self.results + final if not r.ok), None)
+        if failed is not None:
+            raise PruningError(f"verification failed: {comparison} at {failed.where}: {_what_differs(failed)}; "
+                               "the model was restored. Please report this model.")
+        return _verdict(self.results, final, self.atol)
+
+
+def cut_points(graph: DependencyGraph, keep: dict[int, np.ndarray], sliced: Iterable[str],
+               atol: float | None = None) -> ActivationProbe:
+    """A probe at every module holding a sliced parameter or buffer (those writing a cut group and those
+    reading it), comparing the positions of its output that the shrunk model keeps (from the traced axes)."""
+    canonical: dict[int, str] = {}
+    for name, module in graph.named.items():
+        canonical.setdefault(id(module), name)
+    names = {canonical[id(graph.named[h.module_name])] for tensor in sliced for h in graph.holders[tensor]} - {""}
+    kept: dict[str, list[Positions | None]] = defaultdict(list)
+    for call in graph.calls:
+        if call.name in names:
+            kept[call.name].append(None if call.output_labels is None else kept_along(graph, keep, call.output_labels))
+    return ActivationProbe({name: graph.named[name] for name in names}, kept, atol)
+
+
+def _kept_slice(tensor: torch.Tensor, positions: Positions | None) -> torch.Tensor:
+    """A copy of the positions of ``tensor`` that survive (later in-place operations must not change it)."""
+    fits = positions is not None and len(positions) == tensor.dim() and all(
+        p is None or (len(p) and int(p.max()) < size) for p, size in zip(positions, tensor.shape))
+    return slice_tensor(tensor, positions) if fits else tensor.clone()  # type: ignore[arg-type]
+
+
+def _what_differs(point: PointResult) -> str:
+    if point.problem:
+        return point.problem
+    return (f"by {point.abs_diff:.3g}, {point.rel_diff:.3g} of its largest value {point.scale:.3g} "
+            f"(tolerance {point.tolerance:.3g})")
+
+
+def _verdict(inner: list[PointResult], final: list[PointResult], atol: float | None) -> Verification:
+    """Verified when at least one compared tensor carries a signal; otherwise "not verified", and why."""
+    points = inner + final
+    max_abs = max((p.abs_diff for p in points), default=None)
+    counted = [p for p in points if not p.vanishing]
+    if not counted:
+        floats = [p for p in points if math.isfinite(p.floor)]
+        why = "no floating-point activation or output to compare" if not floats else (
+            f"every compared value is below {max(p.floor for p in floats):.1g} in magnitude (largest "
+            f"{max(p.scale for p in floats):.2g}): random-init outputs that vanish prove nothing")
+        return Verification(False, f"not verified: {why}", 0, max_abs, None, atol)
+    worst = max(p.rel_diff for p in counted)
+    tolerance = atol if atol is not None else max(p.rtol for p in counted)
+    sentence = (f"verified at {len(counted)} points (worst relative difference {worst:.2g}, "
+                + (f"absolute tolerance {atol:g})" if atol is not None else f"tolerance {tolerance:g})"))
+    if any(math.isfinite(p.floor) for p in final) and all(p.vanishing for p in final):
+        sentence += "; the model's outputs vanish, so only its intermediate activations count"
+    return Verification(True, sentence, len(counted), max_abs, worst, tolerance)

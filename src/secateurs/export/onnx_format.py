@@ -28,7 +28,7 @@ from secateurs.export.prepare import (
     split_inputs,
     tensor_leaves,
 )
-from secateurs.export.program import exporter_reason, quiet_exporter, trace_program
+from secateurs.export.program import exporter_reason, input_note, quiet_exporter, trace_program
 from secateurs.runtime import Inputs
 
 ONNX_FILE = "model.onnx"
@@ -78,7 +78,7 @@ def write_onnx(model: nn.Module, inputs: Inputs, path: Path, *, dynamic: bool = 
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"onnx.checker rejects the exported model: {str(exc).splitlines()[0]}") from exc
     files = sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name))
-    return files, notes
+    return files, [*notes, input_note(program)]
 
 
 def ort_session(path: Path, threads: int | None = None) -> Any:

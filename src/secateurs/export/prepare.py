@@ -63,6 +63,11 @@ def split_inputs(inputs: Inputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (inputs,), {}
 
 
+def call_text(callee: str, inputs: Inputs) -> str:
+    """How the loaded file is called, for the manifest: with keyword inputs as the model was, else positional."""
+    return f"{callee}(**inputs)  # inputs: {{name: tensor}}" if isinstance(inputs, Mapping) else f"{callee}(*inputs)"
+
+
 def tensor_leaves(tree: Any) -> list[torch.Tensor]:
     """The tensors of nested outputs or inputs (tuples, dicts, Hugging Face outputs), in pytree order."""
     return [leaf for leaf in pytree.tree_leaves(tree) if isinstance(leaf, torch.Tensor)]

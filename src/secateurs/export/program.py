@@ -21,6 +21,7 @@ from torch import nn
 
 from secateurs.export.formats import Check, ExportError, ExportFormat, Written, register_format
 from secateurs.export.prepare import (
+    call_text,
     dynamic_shapes,
     float_bound,
     max_abs_diff,
@@ -120,7 +121,7 @@ class TorchExport(ExportFormat):
             )
         load = (
             f"import torch\nprogram = torch.export.load({PROGRAM_FILE!r}).module()\n"
-            "outputs = program(**inputs)  # or program(*inputs)"
+            f"outputs = {call_text('program', example_inputs)}"
         )
         return Written({PROGRAM_FILE: load}, check, [*notes, input_note(program)])
 

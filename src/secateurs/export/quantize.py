@@ -42,7 +42,7 @@ from secateurs.export.onnx_format import (
     ort_session,
     write_onnx,
 )
-from secateurs.export.prepare import max_abs_diff, reference_outputs, split_inputs, without_cache
+from secateurs.export.prepare import call_text, max_abs_diff, reference_outputs, split_inputs, without_cache
 from secateurs.runtime import Inputs, call_model
 
 ONNX_INT8_FILE = "model.int8.onnx"
@@ -180,7 +180,7 @@ class TorchInt8(ExportFormat):
                 diff, scale = max_abs_diff(reference_outputs(model, example_inputs), call_model(loaded, example_inputs))
         load = (
             f"import torch\nmodel = torch.jit.load({TORCHSCRIPT_INT8_FILE!r})  # TorchScript; CPU\n"
-            "outputs = model(**inputs)  # a dict for Hugging Face models"
+            f"outputs = {call_text('model', example_inputs)}  # Hugging Face models return a dict"
         )
         details = {"int8_zero_weights": int8_zero_weights(quantized)}
         return Written({TORCHSCRIPT_INT8_FILE: load}, Check(diff, scale), [*notes, _EAGER_NOTE], details)

@@ -72,3 +72,15 @@ def torch_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def watch_inputs(model: nn.Module, inputs: Any, record: Mapping[nn.Module, Any]) -> None:
+    """One inference pass of ``model`` on ``inputs`` with ``record[module](module, args, kwargs)`` called before
+    each call of the modules named; the hooks are removed however the pass ends."""
+    handles = [module.register_forward_pre_hook(hook, with_kwargs=True) for module, hook in record.items()]
+    try:
+        with inference(model):
+            call_model(model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()

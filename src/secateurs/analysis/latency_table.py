@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from secateurs.analysis.costs import CostModel, Term
 from secateurs.core.targets import is_linear_like
 from secateurs.measure import compare_latency
-from secateurs.runtime import call_model, inference
+from secateurs.runtime import watch_inputs
 from secateurs.storage import atomic_file, cache_dir
 from secateurs.structural import DependencyGraph, Group, build_graph
 from secateurs.structural.api import apply_keep
@@ -288,7 +288,6 @@ def captured_inputs(model: nn.Module, example_inputs: Any, modules: Iterable[str
     named = dict(model.named_modules())
     captured: dict[str, Any] = {}
     seen: dict[str, int] = {}
-    handles = []
 
     def hook(name: str) -> Callable[..., None]:
         def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -296,14 +295,7 @@ def captured_inputs(model: nn.Module, example_inputs: Any, modules: Iterable[str
             captured[f"{name}#{index}"] = (tree_map(_shape_only, args), tree_map(_shape_only, kwargs))
         return record
 
-    for name in modules:
-        handles.append(named[name].register_forward_pre_hook(hook(name), with_kwargs=True))
-    try:
-        with inference(model):
-            call_model(model, example_inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    watch_inputs(model, example_inputs, {named[name]: hook(name) for name in modules})
     return captured
 
 

@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -138,7 +138,9 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool =
 
 @dataclass(frozen=True)
 class TrainedModel:
-    model: DemoCNN
+    """A demo model trained here (the CNN or the ViT), its test accuracy, and where its weights are cached."""
+
+    model: nn.Module
     accuracy: float
     train_seconds: float
     cached: bool
@@ -151,7 +153,7 @@ def _cache_path(dataset: str, config: TrainConfig) -> Path:
     return cache_dir() / "demo" / f"{dataset}-cnn-{digest}.safetensors"
 
 
-def _load_cached(model: DemoCNN, path: Path) -> TrainedModel | None:
+def _load_cached(model: nn.Module, path: Path) -> TrainedModel | None:
     """The cached weights loaded into ``model``; None when there are none, or they are unreadable or stale
     (``model`` may then hold some of them: build a fresh one to train)."""
     if not path.is_file():
@@ -166,25 +168,32 @@ def _load_cached(model: DemoCNN, path: Path) -> TrainedModel | None:
         return None
 
 
-def trained_model(
-    dataset: str = DEFAULT_DATASET, config: TrainConfig = TrainConfig(), *, retrain: bool = False, progress: bool = True
-) -> TrainedModel:
-    """The trained demo CNN: from the cache when there, else trained now and cached (atomically)."""
-    data = load_dataset(dataset)
-    path = _cache_path(dataset, config)
-    cached = None if retrain else _load_cached(build_model(data, config), path)
+def cached_training(path: Path, data: Dataset, build: Callable[[], nn.Module], train_once: Callable[[nn.Module], None],
+                    config: object, retrain: bool = False) -> TrainedModel:
+    """A demo model from the cache at ``path`` when there, else ``build()``, ``train_once`` it, evaluate on the
+    test split and cache it (atomically) with its accuracy, training time and ``config``."""
+    cached = None if retrain else _load_cached(build(), path)
     if cached is not None:
         return cached
-    model = build_model(data, config)
+    model = build()
     start = time.perf_counter()
-    train(model, data, config, progress)
+    train_once(model)
     seconds = time.perf_counter() - start
     test_accuracy = accuracy(model, data.x_test, data.y_test)
     metadata = {
         "accuracy": repr(test_accuracy),
         "train_seconds": f"{seconds:.3f}",
-        "config": json.dumps(asdict(config)),
+        "config": json.dumps(asdict(config)),  # type: ignore[call-overload]
     }
     with atomic_file(path) as temp:
         safetensors.torch.save_file(model.state_dict(), str(temp), metadata=metadata)
     return TrainedModel(model, test_accuracy, seconds, False, path)
+
+
+def trained_model(
+    dataset: str = DEFAULT_DATASET, config: TrainConfig = TrainConfig(), *, retrain: bool = False, progress: bool = True
+) -> TrainedModel:
+    """The trained demo CNN: from the cache when there, else trained now and cached (atomically)."""
+    data = load_dataset(dataset)
+    return cached_training(_cache_path(dataset, config), data, lambda: build_model(data, config),
+                           lambda model: train(model, data, config, progress), config, retrain)

@@ -40,7 +40,13 @@ from secateurs.demo.datasets import DEFAULT_DATASET, Dataset, load_dataset
 from secateurs.demo.model import TrainConfig, accuracy, trained_model
 from secateurs.demo.reading import reading
 from secateurs.errors import ModelSpecError
-from secateurs.measure import LatencyComparison, compare_latency, count_nonzero, count_params, size_on_disk
+from secateurs.measure import (
+    LatencyComparison,
+    compare_latency,
+    count_nonzero,
+    count_params,
+    size_on_disk,
+)
 from secateurs.runtime import torch_threads
 from secateurs.structural import shrink
 

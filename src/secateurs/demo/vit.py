@@ -13,25 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import safetensors
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from secateurs.demo.datasets import Dataset, load_dataset
-from secateurs.demo.model import accuracy, one_cycle
+from secateurs.demo.model import TrainedModel, cached_training, one_cycle
 from secateurs.demo.seeding import global_generators_kept
 from secateurs.errors import ModelSpecError
 from secateurs.recovery import fit
 from secateurs.runtime import torch_threads
-from secateurs.storage import atomic_file, cache_dir
+from secateurs.storage import cache_dir
 
 #: Bump when the architecture or training changes, so cached models are retrained.
 _CACHE_VERSION = 1
@@ -133,47 +130,13 @@ def train_vit(model: nn.Module, data: Dataset, config: ViTConfig, progress: bool
     model.eval()
 
 
-@dataclass(frozen=True)
-class TrainedViT:
-    model: DemoViT
-    accuracy: float
-    train_seconds: float
-    cached: bool
-    path: Path
-
-
 def vit_cache_path(config: ViTConfig) -> Path:
     key = json.dumps({"dataset": VIT_DATASET, "vit": asdict(config), "version": _CACHE_VERSION}, sort_keys=True)
     return cache_dir() / "demo" / f"{VIT_DATASET}-vit-{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
 
 
-def _load_cached(model: DemoViT, path: Path) -> TrainedViT | None:
-    """The cached weights loaded into ``model``; None when absent, unreadable or stale."""
-    if not path.is_file():
-        return None
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        model.load_state_dict(safetensors.torch.load_file(str(path)))
-        return TrainedViT(model.eval(), float(metadata["accuracy"]), float(metadata["train_seconds"]), True, path)
-    except (OSError, KeyError, RuntimeError, ValueError, safetensors.SafetensorError):
-        return None
-
-
-def trained_vit(config: ViTConfig = ViTConfig(), *, retrain: bool = False, progress: bool = True) -> TrainedViT:
+def trained_vit(config: ViTConfig = ViTConfig(), *, retrain: bool = False, progress: bool = True) -> TrainedModel:
     """The trained demo ViT: from the cache when there, else trained now and cached (atomically)."""
     data = load_dataset(VIT_DATASET)
-    path = vit_cache_path(config)
-    cached = None if retrain else _load_cached(build_vit(data, config), path)
-    if cached is not None:
-        return cached
-    model = build_vit(data, config)
-    start = time.perf_counter()
-    train_vit(model, data, config, progress)
-    seconds = time.perf_counter() - start
-    test_accuracy = accuracy(model, data.x_test, data.y_test)
-    metadata = {"accuracy": repr(test_accuracy), "train_seconds": f"{seconds:.3f}",
-                "config": json.dumps(asdict(config))}
-    with atomic_file(path) as temp:
-        safetensors.torch.save_file(model.state_dict(), str(temp), metadata=metadata)
-    return TrainedViT(model, test_accuracy, seconds, False, path)
+    return cached_training(vit_cache_path(config), data, lambda: build_vit(data, config),
+                           lambda model: train_vit(model, data, config, progress), config, retrain)

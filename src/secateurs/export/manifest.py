@@ -7,15 +7,15 @@ on are recorded, so ``secateurs bench`` can rebuild the original to compare agai
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from secateurs.export.formats import ExportError
 from secateurs.storage.atomic import EXPORT_MANIFEST
+from secateurs.storage.manifest import read_versioned
 
 EXPORT_FORMAT_NAME = "secateurs-export"
 EXPORT_FORMAT_VERSION = 1
@@ -72,19 +72,4 @@ def read_export_manifest(path: str | os.PathLike[str]) -> ExportManifest:
         raise ExportError(
             f"{path} is not an export directory: it has no {EXPORT_MANIFEST} (write one with secateurs export)"
         )
-    try:
-        data = json.loads(file.read_text())
-        if (
-            isinstance(data, dict)
-            and isinstance(data.get("format_version"), int)
-            and data["format_version"] > EXPORT_FORMAT_VERSION
-        ):
-            raise ExportError(f"{file} has format version {data['format_version']}; upgrade secateurs to read it")
-        return ExportManifest.model_validate(data)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ExportError(f"cannot read {file}: {exc}") from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ExportError(
-            f"{file} is not a valid export manifest: {'.'.join(map(str, first['loc']))}: {first['msg']}"
-        ) from None
+    return read_versioned(file, ExportManifest, EXPORT_FORMAT_VERSION, ExportError, "export manifest")

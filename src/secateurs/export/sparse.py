@@ -28,7 +28,7 @@ from secateurs.core.selection import name_matcher
 from secateurs.core.targets import is_hf_conv1d
 from secateurs.errors import PruningError
 from secateurs.measure import LatencyComparison, compare_latency
-from secateurs.runtime import Inputs, call_model, inference
+from secateurs.runtime import Inputs, call_model, inference, watch_inputs
 
 Layout = Literal["auto", "bsr", "csr"]
 #: Compares named modules on the same inputs, with a number of threads and seconds of timed calls per module:
@@ -299,17 +299,11 @@ def _layer_inputs(model: nn.Module, example_inputs: Inputs) -> dict[nn.Module, t
     """The input each Linear receives first when the model runs on the example inputs."""
     seen: dict[nn.Module, torch.Tensor] = {}
 
-    def record(module: nn.Module, args: tuple[Any, ...]) -> None:
+    def record(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if module not in seen and args and isinstance(args[0], torch.Tensor):
             seen[module] = args[0].detach()
 
-    handles = [module.register_forward_pre_hook(record) for _, module, _ in _linear_layers(model)]
-    try:
-        with inference(model):
-            call_model(model, example_inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    watch_inputs(model, example_inputs, {module: record for _, module, _ in _linear_layers(model)})
     return seen
 
 

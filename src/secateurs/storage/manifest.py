@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -69,19 +69,25 @@ class Manifest(BaseModel):
         raise ModelDirectoryError("the manifest lists no weights file")
 
 
-def _read_json(manifest_path: Path) -> Any:
-    """The manifest's JSON, refused when it is unreadable or from a newer format than this secateurs reads."""
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
+def read_versioned(file: Path, schema: type[Schema], newest: int, error: type[Exception], what: str) -> Schema:
+    """``file`` validated as ``schema``; unreadable JSON, a format version above ``newest`` (written by a newer
+    secateurs) or a field that does not fit raise ``error`` naming the file (``what`` says what it should be)."""
     try:
-        data = json.loads(manifest_path.read_text())
+        data = json.loads(file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ModelDirectoryError(f"cannot read {manifest_path}: {exc}") from None
+        raise error(f"cannot read {file}: {exc}") from None
     version = data.get("format_version") if isinstance(data, dict) else None
-    if isinstance(version, int) and version > FORMAT_VERSION:
-        raise ModelDirectoryError(
-            f"{manifest_path} has format version {version}; this secateurs reads up to {FORMAT_VERSION}: "
-            "upgrade secateurs"
-        )
-    return data
+    if isinstance(version, int) and version > newest:
+        raise error(f"{file} has format version {version}; this secateurs reads up to {newest}: upgrade secateurs")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise error(f"{file} is not a valid {what}: {where}: {first['msg']}") from None
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
@@ -90,13 +96,7 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
         raise ModelDirectoryError(f"{directory} is not a secateurs model directory: it has no {MANIFEST}")
-    data = _read_json(manifest_path)
-    try:
-        return Manifest.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"]))
-        raise ModelDirectoryError(f"{manifest_path} is not a valid manifest: {where}: {first['msg']}") from None
+    return read_versioned(manifest_path, Manifest, FORMAT_VERSION, ModelDirectoryError, "manifest")
 
 
 def is_model_directory(path: str | os.PathLike[str]) -> bool:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from secateurs.cli import steps
 from secateurs.cli.app import COMMANDS, main
-from secateurs.cli.steps import Step, add_prune_step
+from secateurs.recipes import prune_pipeline as steps
+from secateurs.recipes.prune_pipeline import Step, add_prune_step
 from secateurs.storage import read_manifest
 
 FACTORY = textwrap.dedent(

@@ -15,7 +15,6 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.cli.app import main
-from secateurs.cli.prune_report import LATENCY_KEYS
 from secateurs.measure import (
     MIN_ROUNDS,
     NOISY_SPREAD,
@@ -29,6 +28,7 @@ from secateurs.measure import (
     measure_latency,
     size_on_disk,
 )
+from secateurs.recipes.prune_result import LATENCY_KEYS
 from secateurs.storage import write_weights
 
 measure_module = importlib.import_module("secateurs.measure")  # the package exports a function of that name

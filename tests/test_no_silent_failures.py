@@ -148,7 +148,7 @@ def test_unwritable_output_fails_before_the_model_is_loaded(tmp_path, monkeypatc
 def test_output_below_a_file_fails_before_the_model_is_loaded(tmp_path, monkeypatch, capsys):
     (tmp_path / "file").write_text("x")
     loaded = []
-    monkeypatch.setattr("secateurs.cli.steps.load_model", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr("secateurs.recipes.prune_pipeline.load_model", lambda *a, **k: loaded.append(1))
     assert main(["prune", "demo", "--amount", "0.5", "--out", str(tmp_path / "file" / "out")]) == 1
     assert "not a directory" in capsys.readouterr().err and not loaded
 
@@ -159,7 +159,7 @@ def test_output_that_does_not_fit_on_disk_is_refused(tmp_path):
 
 
 def test_unknown_model_spec_fails_before_loading(monkeypatch, capsys):
-    monkeypatch.setattr("secateurs.cli.steps.load_model", lambda *a, **k: pytest.fail("loaded"))
+    monkeypatch.setattr("secateurs.recipes.prune_pipeline.load_model", lambda *a, **k: pytest.fail("loaded"))
     assert main(["prune", "torchvison:resnet18", "--amount", "0.5"]) == 2
     assert "did you mean torchvision" in capsys.readouterr().err
 

@@ -15,11 +15,22 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from secateurs.cli import bench, demo, export, prune, report, sensitivity, study, summary
+from secateurs.cli import (
+    bench,
+    demo,
+    export,
+    prune,
+    report,
+    run,
+    sensitivity,
+    study,
+    summary,
+)
 from secateurs.cli.command import ArgumentParser, Command, UsageError
 from secateurs.cli.options import add_debug_option
 from secateurs.cli.wording import in_cli_words
 from secateurs.errors import ModelSpecError, PruningError, SecateursError
+from secateurs.recipes import OptionError, RecipeError
 from secateurs.storage import OutputExistsError
 from secateurs.version import __version__
 
@@ -28,13 +39,15 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 #: Errors that mean "the command line is wrong" (exit 2); every other error is a failure (exit 1).
-USAGE_ERRORS: tuple[type[BaseException], ...] = (UsageError, ModelSpecError, PruningError, OutputExistsError)
+USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    UsageError, OptionError, RecipeError, ModelSpecError, PruningError, OutputExistsError,
+)  # fmt: skip
 
 COMMANDS: dict[str, Command] = {
     command.name: command
     for command in (
         prune.COMMAND, summary.COMMAND, demo.COMMAND, sensitivity.COMMAND, study.COMMAND, report.COMMAND,
-        export.COMMAND, bench.COMMAND,
+        export.COMMAND, bench.COMMAND, run.COMMAND,
     )  # fmt: skip
 }
 

@@ -4,31 +4,24 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from secateurs.cli.command import ArgumentParser, Command, UsageError
-from secateurs.cli.options import add_json_option, add_timing_options
-from secateurs.cli.output import human_bytes, median_and_spread, noisy_latency_warning, print_json, say, timing_note
+from secateurs.cli.options import add_options
+from secateurs.cli.output import (
+    human_bytes,
+    median_and_spread,
+    noisy_latency_warning,
+    print_json,
+    timing_note,
+)
 from secateurs.export import BenchReport, bench, is_export_directory
-from secateurs.measure import DEFAULT_BUDGET_S
+from secateurs.recipes.options import BENCH_GROUPS
+from secateurs.recipes.progress import say
 from secateurs.sources import check_spec
 
 
 def add_bench_arguments(parser: ArgumentParser) -> None:
-    parser.add_argument(
-        "model", metavar="DIR", help="a directory written by secateurs prune (its dense original is rebuilt from its "
-        "source), or any model spec"
-    )  # fmt: skip
-    parser.add_argument(
-        "exports", nargs="*", type=Path, metavar="OUT", help="export directories written by secateurs export"
-    )
-    group = parser.add_argument_group("measurement")
-    group.add_argument(
-        "--no-latency", dest="latency", action="store_false", help="skip timing (sizes and metrics only)"
-    )
-    group.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the task metric")
-    add_timing_options(group, latency_time=DEFAULT_BUDGET_S)
-    add_json_option(parser, "every row: bytes, latency, ratio to dense, metrics")
+    add_options(parser, BENCH_GROUPS)
 
 
 def _metric_names(report: BenchReport) -> list[str]:

@@ -5,9 +5,18 @@ from __future__ import annotations
 import argparse
 
 from secateurs.cli.command import ArgumentParser, Command
-from secateurs.cli.options import add_json_option, add_timing_options, positive_int
+from secateurs.cli.options import add_json_option, add_timing_options
 from secateurs.cli.output import print_json
-from secateurs.demo import DATASETS, DEFAULT_DATASET, DemoConfig, default_config, format_report, parse_ratios, run_demo
+from secateurs.demo import (
+    DATASETS,
+    DEFAULT_DATASET,
+    DemoConfig,
+    default_config,
+    format_report,
+    parse_ratios,
+    run_demo,
+)
+from secateurs.recipes.arguments import positive_int
 
 
 def add_demo_arguments(parser: ArgumentParser) -> None:

@@ -3,73 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from pathlib import Path
 
 from secateurs.cli.command import ArgumentParser, Command, UsageError
-from secateurs.cli.options import add_json_option, input_shape_arg
-from secateurs.cli.output import human_bytes, print_json, say
+from secateurs.cli.options import add_options
+from secateurs.cli.output import human_bytes, print_json
 from secateurs.export import (
-    ExportFormat,
     ExportReport,
     UnsupportedFormatError,
-    available_formats,
     export,
-    format_summaries,
-    get_format,
 )
 from secateurs.export.formats import Check
-
-
-def format_arg(text: str) -> list[str]:
-    """``onnx`` or ``onnx,int8``: names of registered formats, refused at parse time when unknown."""
-    names = [part.strip().lower() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in available_formats()]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown format {', '.join(unknown) or repr(text)}; use one of: {', '.join(available_formats())}"
-        )
-    return names
+from secateurs.recipes.commands import export_formats
+from secateurs.recipes.options import EXPORT_GROUPS
+from secateurs.recipes.progress import say
 
 
 def add_export_arguments(parser: ArgumentParser) -> None:
-    parser.add_argument(
-        "model", metavar="MODEL", help="a directory written by secateurs prune (or any model spec: demo, minilm, ...)"
-    )
-    listing = "; ".join(f"{name}: {summary}" for name, summary in format_summaries().items())
-    parser.add_argument(
-        "--format",
-        dest="formats",
-        action="append",
-        type=format_arg,
-        required=True,
-        metavar="FORMAT",
-        help=f"output format, repeatable or comma-separated: {listing}",
-    )
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="export directory (written atomically)")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace DIR if it exists (only a directory secateurs wrote)"
-    )
-    parser.add_argument(
-        "--input-shape",
-        type=input_shape_arg,
-        metavar="SHAPE",
-        help="shape of the example input the files are traced and checked on (default: the model's)",
-    )
-    parser.add_argument(
-        "--fixed-shapes",
-        action="store_true",
-        help="trace with the example input's exact shapes (default: batch size and token length free where the "
-        "model allows it)",
-    )
-    add_json_option(parser, "every file, its size, its check and how to load it")
-
-
-def _formats(args: argparse.Namespace) -> list[ExportFormat]:
-    chosen = [get_format(name) for names in args.formats for name in names]
-    if args.fixed_shapes:
-        chosen = [dataclasses.replace(fmt, dynamic=False) if hasattr(fmt, "dynamic") else fmt for fmt in chosen]
-    return chosen
+    add_options(parser, EXPORT_GROUPS)
 
 
 def _check_text(check: Check | None) -> str:
@@ -104,7 +54,7 @@ def format_export_report(report: ExportReport, model: str) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    formats = _formats(args)
+    formats = export_formats(args)
     say(f"exporting {args.model} as {', '.join(fmt.name for fmt in formats)}")
     try:
         report = export(args.model, args.out, formats, input_shape=args.input_shape, overwrite=args.overwrite)

@@ -1,24 +1,13 @@
-"""What the commands print: progress for people at a terminal, JSON, and the pieces of human-readable reports."""
+"""What the commands print: progress for people at a terminal (:mod:`secateurs.recipes.progress`), JSON, and the
+pieces of human-readable reports."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from typing import Any
 
 from secateurs.measure import NOISY_SPREAD, Measurements
-
-
-def interactive() -> bool:
-    """Whether a person watches stderr: progress is shown only then, so pipes and tests stay clean."""
-    return sys.stderr.isatty()
-
-
-def say(message: str) -> None:
-    """Progress for people: one line on stderr, only at a terminal."""
-    if interactive():
-        print(f"secateurs: {message}", file=sys.stderr, flush=True)
 
 
 def print_json(payload: dict[str, Any]) -> None:

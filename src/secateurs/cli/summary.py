@@ -6,22 +6,17 @@ import argparse
 from typing import Any
 
 from secateurs.cli.command import ArgumentParser, Command
-from secateurs.cli.options import add_json_option, add_measure_options, add_model_argument, measure_options
-from secateurs.cli.output import format_measurements, print_json, say
+from secateurs.cli.options import add_options
+from secateurs.cli.output import format_measurements, print_json
 from secateurs.core.summary import Summary, summary
 from secateurs.measure import Measurements, measure
+from secateurs.recipes.options import SUMMARY_GROUPS, measure_options
+from secateurs.recipes.progress import say
 from secateurs.sources import LoadedModel, load_model
 
 
 def add_summary_arguments(parser: ArgumentParser) -> None:
-    add_model_argument(parser)
-    add_json_option(parser, "the table, and the measurements with --measure")
-    parser.add_argument(
-        "--measure",
-        action="store_true",
-        help="also measure parameters, MACs, size on disk and latency (median and spread over timed rounds)",
-    )
-    add_measure_options(parser)
+    add_options(parser, SUMMARY_GROUPS)
 
 
 def _summary_result(

@@ -1,15 +1,16 @@
-"""The pipeline of ``secateurs prune``: load, measure, prune (with masks, with data, physically, or while
-fine-tuning), measure, save. Each step translates options into one library call; what is pruned and
-how is the library's decision.
+"""The prune pipeline, shared by ``secateurs prune`` and a recipe's pruning steps: check, load, measure, prune
+(with masks, with data, physically, or while fine-tuning), measure, save. Each step translates options into one
+library call; what is pruned and how is the library's decision.
 
-A new step is a :class:`Step` placed with :func:`add_prune_step`; steps share state through :class:`PruneRun`.
+The options are a plain object with the attributes of :data:`secateurs.recipes.options.PRUNE_GROUPS` (an
+argparse Namespace, or a recipe step's validated options); refusals are :class:`OptionError`. A new step is a
+:class:`Step` placed with :func:`add_prune_step`; steps share state through :class:`PruneRun`.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +26,6 @@ from secateurs.analysis import (
     parse_metric,
     resolve_calibration,
 )
-from secateurs.cli.checks import check_request, uses_data
-from secateurs.cli.command import UsageError
-from secateurs.cli.options import measure_options
-from secateurs.cli.output import interactive, say
 from secateurs.core.criteria import Criterion, get_criterion
 from secateurs.core.engine import PruneReport, prune
 from secateurs.data import (
@@ -41,6 +38,10 @@ from secateurs.data import (
     unit_criterion,
 )
 from secateurs.measure import LatencyComparison, Measurements, compare_latency, measure
+from secateurs.recipes.errors import OptionError
+from secateurs.recipes.options import measure_options
+from secateurs.recipes.progress import interactive, say
+from secateurs.recipes.prune_checks import check_request, uses_data
 from secateurs.recovery import recover
 from secateurs.sources import LoadedModel, load_model, portable_files
 from secateurs.storage import SavedModel, check_output_dir, estimated_bytes, save_pruned
@@ -50,10 +51,13 @@ from secateurs.version import __version__
 
 @dataclass
 class PruneRun:
-    """State shared by the steps of ``secateurs prune``."""
+    """State shared by the steps of the prune pipeline; ``loaded`` given up front (a recipe's model, already in
+    memory) is pruned as it is, instead of loading ``args.model``."""
 
     args: argparse.Namespace
     loaded: LoadedModel | None = None
+    #: What was run, as the saved manifest records it (the command line, or the recipe and its step).
+    command: str | None = None
     before: Measurements | None = None
     after: Measurements | None = None
     #: An untouched copy of the model as loaded, kept only to be timed against the pruned model.
@@ -114,7 +118,7 @@ def _calibration_source(run: PruneRun) -> Any:
     if args.calibration != "train":
         return args.calibration
     if loaded.training_data is None:
-        raise UsageError(
+        raise OptionError("calibration",
             f"--calibration train: the CLI knows no training data for {args.model}; give the task's own data "
             "(e.g. csv:FILE:COLUMN, images:DIR), a text file or english"
         )
@@ -132,7 +136,7 @@ def _calibration(run: PruneRun) -> Calibration:
             seq_len=args.seq_len, input_shape=run.loaded_model.input_shape, **_seed(args),
         )  # fmt: skip
     except TokenizerNeededError:
-        raise UsageError(
+        raise OptionError("calibration",
             f"--calibration {args.calibration} is text, and no tokenizer was found for {args.model}: add "
             "--tokenizer PATH (the directory of a saved Hugging Face tokenizer)"
         ) from None
@@ -186,14 +190,15 @@ def _record(run: PruneRun, report: PruneReport | None = None, **extra: Any) -> N
 
 
 def _check(run: PruneRun) -> None:
-    check_request(run.args)
+    check_request(run.args, check_model=run.loaded is None)
 
 
 def _load(run: PruneRun) -> None:
-    """Load the model, then check there is room for what --out will hold before any pruning."""
+    """Load the model (unless it was given), then check there is room for what --out will hold before any pruning."""
     args = run.args
-    run.loaded = load_model(args.model, input_shape=args.input_shape).to(args.device)
-    if run.loaded.manifest is not None:
+    if run.loaded is None:
+        run.loaded = load_model(args.model, input_shape=args.input_shape).to(args.device)
+    if run.loaded.manifest is not None and not run.records:  # records given: a recipe's earlier steps
         run.records = list(run.loaded.manifest.pruning)
     if args.out is not None:
         check_output_dir(args.out, args.overwrite, needed_bytes=estimated_bytes(run.model, args.format))
@@ -324,7 +329,7 @@ def _recover(run: PruneRun) -> None:
     """Prune on the schedule while fine-tuning on the model's own training data."""
     args, loaded = run.args, run.loaded_model
     if loaded.training_data is None:
-        raise UsageError(
+        raise OptionError("finetune",
             f"--finetune needs training data, and the CLI knows none for {args.model} ({loaded.task}); "
             "use secateurs.recovery.recover(model, train, test, ...) from Python with your data"
         )
@@ -373,7 +378,7 @@ def _save(run: PruneRun) -> None:
         overwrite=args.overwrite,
         source_files=portable_files(loaded.spec),
         extra={
-            "command": shlex.join(["secateurs", *args.argv]),
+            "command": run.command,
             "before": run.before.to_dict() if run.before else None,
             "after": run.after.to_dict() if run.after else None,
             "metrics_before": run.metrics_before,
@@ -397,7 +402,7 @@ def _check_target(run: PruneRun) -> None:
     args = run.args
     if args.target is None and args.max_drop is None:
         if args.metric is not None or args.allocate_from is not None:
-            raise UsageError("--eval and --allocate-from shape pruning to a target: add --target KIND=RATIO or --max-drop POINTS")
+            raise OptionError("eval", "--eval and --allocate-from shape pruning to a target: add --target KIND=RATIO or --max-drop POINTS")
         return
     refusals = {
         "--target and --max-drop choose each layer's amount: drop --amount": args.amount is not None,
@@ -414,19 +419,19 @@ def _check_target(run: PruneRun) -> None:
     }  # fmt: skip
     for message, refused in refusals.items():
         if refused:
-            raise UsageError(message)
+            raise OptionError("target", message)
     _check_allocation_source(args)
 
 
 def _check_allocation_source(args: argparse.Namespace) -> None:
     source = _allocation_source(args)
     if args.max_drop is not None and args.metric is None:
-        raise UsageError("--max-drop is in points of a metric: add --eval demo (or sts:FILE, imagefolder:DIR, "
+        raise OptionError("max_drop", "--max-drop is in points of a metric: add --eval demo (or sts:FILE, imagefolder:DIR, "
                          "python:MODULE:FUNCTION, proxy)")
     if args.metric is not None and source != "sensitivity":
-        raise UsageError(f"--eval feeds --allocate-from sensitivity, not {source}: drop --eval or --allocate-from {source}")
+        raise OptionError("eval", f"--eval feeds --allocate-from sensitivity, not {source}: drop --eval or --allocate-from {source}")
     if args.target is None and source != "sensitivity":
-        raise UsageError(f"--max-drop alone needs --allocate-from sensitivity (a scan measures the drop), not {source}")
+        raise OptionError("max_drop", f"--max-drop alone needs --allocate-from sensitivity (a scan measures the drop), not {source}")
 
 
 def _allocation_metric(run: PruneRun) -> Metric | None:

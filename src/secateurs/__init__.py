@@ -34,6 +34,7 @@ from secateurs.measure import LatencyComparison, Measurements, compare_latency, 
 from secateurs.recovery import PruningController, recover  # noqa: E402
 from secateurs.sources import LoadedModel, load_model, load_pruned  # noqa: E402
 from secateurs.storage import save_pruned  # noqa: E402
+from secateurs.streaming import StreamReport, prune_streaming  # noqa: E402
 from secateurs.structural import ShrinkReport, shrink  # noqa: E402
 from secateurs import analysis  # noqa: E402 - sc.analysis.sensitivity(...), parse_metric(...)
 from secateurs.version import __version__
@@ -48,6 +49,7 @@ __all__ = [
     "Measurements",
     "PruningController",
     "ShrinkReport",
+    "StreamReport",
     "block_influence",
     "collect_input_statistics",
     "load_model",
@@ -55,6 +57,7 @@ __all__ = [
     "measure",
     "compare_latency",
     "prune_with_data",
+    "prune_streaming",
     "recover",
     "save_pruned",
     "shrink",

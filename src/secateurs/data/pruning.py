@@ -40,6 +40,7 @@ from secateurs.data.sequential import (
     ActivationMeter,
     BlockStack,
     BlockStep,
+    BlockWalker,
     block_stack,
     walk_blocks,
 )
@@ -96,6 +97,7 @@ class _Run:
     device: torch.device | str | None
     progress: bool
     meter: ActivationMeter = field(default_factory=ActivationMeter)
+    walker: BlockWalker = walk_blocks
     #: Amounts of the targets ``per_layer`` names, by target name.
     overrides: dict[str, float] = field(default_factory=dict)
 
@@ -108,7 +110,7 @@ class _Run:
 
     def walk(self, desc: str) -> Iterable[BlockStep]:
         """The blocks holding targets, with their calibration inputs."""
-        steps = walk_blocks(
+        steps = self.walker(
             self.model, self.data, device=self.device, progress=self.progress, desc=desc, meter=self.meter
         )
         return (step for step in steps if step.index in self.plan.by_block)
@@ -141,6 +143,7 @@ def prune_with_data(
     device: torch.device | str | None = None,
     progress: bool = True,
     allow_noop: bool = False,
+    walker: BlockWalker = walk_blocks,
 ) -> DataPruneReport:
     """Prune the linear layers of a transformer's blocks using calibration data; returns a report.
 
@@ -157,6 +160,8 @@ def prune_with_data(
     then only for the others (and may be left out when every layer is named). SparseGPT's ``block_size`` and ``damping`` default
     to the paper's 128 and 1%. ``device`` moves each block there while it is processed. Bad requests
     raise before the model is touched; ``amount=0`` is one of them unless ``allow_noop``.
+    ``walker`` visits the blocks (:func:`~secateurs.data.sequential.walk_blocks` by default); another one,
+    such as :mod:`secateurs.streaming`'s that loads each block from disk, makes every method go block by block.
     """
     started = time.perf_counter()
     if not amount and amount is not None and not allow_noop:
@@ -171,7 +176,7 @@ def prune_with_data(
         tokenizer=tokenizer, num_samples=num_samples, seq_len=seq_len, batch_size=batch_size, seed=seed, unit=unit,
         input_shape=input_shape,
     )  # fmt: skip
-    run = _Run(model, chosen, request, plan, data, device, progress, overrides=overrides)
+    run = _Run(model, chosen, request, plan, data, device, progress, overrides=overrides, walker=walker)
     if allocation == "owl":
         amounts = _owl_amounts(run, float(amount), owl_lambda, owl_m)  # type: ignore[arg-type]
     else:
@@ -181,7 +186,7 @@ def prune_with_data(
         allocation=allocation, calibration=data.description if data is not None else "",
         block_amounts={plan.stack.block_name(i): a for i, a in amounts.items() if a is not None},
     )  # fmt: skip
-    if chosen.needs.reads_inputs:
+    if chosen.needs.reads_inputs or walker is not walk_blocks:
         report.layers += _prune_block_by_block(run, amounts)
     else:
         report.layers += _prune_whole_model(run, amounts, amount, loss_fn)
@@ -251,7 +256,8 @@ def _plan(model: nn.Module, chosen: DataMethod, pattern: Pattern, include: Any, 
         if reason is not None:
             skipped.append(Skipped(target.name, reason))
             continue
-        validate_target(target)
+        if not target.param.is_meta:  # a walker loading blocks from disk checks them once they hold data
+            validate_target(target)
         by_block.setdefault(index, []).append(target)
     if not by_block:
         raise PruningError(
@@ -306,6 +312,12 @@ def _prune_block_by_block(run: _Run, amounts: dict[int, float | None]) -> list[L
     layers = []
     for step in run.walk(f"{run.method.name} blocks"):
         targets = run.plan.by_block[step.index]
+        if run.walker is not walk_blocks:  # the block was just read from disk: check what _plan could not
+            for target in targets:
+                validate_target(target)
+        if not run.method.needs.reads_inputs:  # a walker that loads blocks one by one, for magnitude
+            layers += run.prune(targets, None, amounts[step.index])
+            continue
         modules = [t.module for t in targets]
         stats = _gather(step, modules, gram=run.method.needs is Needs.HESSIAN)
         layers += run.prune(targets, stats, amounts[step.index])

@@ -29,6 +29,8 @@ from secateurs.errors import UnsupportedOperationError
 from secateurs.runtime import eval_mode, move_to
 
 Observer = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], None]
+#: Visits a model's blocks with their calibration inputs: :func:`walk_blocks`'s signature.
+BlockWalker = Callable[..., Iterator["BlockStep"]]
 
 
 #: The name of the single block of a model walked whole (one without a stack of repeated blocks).

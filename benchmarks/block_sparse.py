@@ -11,7 +11,8 @@ Parts:
 * ``gpt2``: a GPT-2-sized decoder (``GPT2Config()`` defaults, random init, 124M parameters), its attention
   and MLP projections pruned to 90% in 32x32 blocks (magnitude), swapped by
   :func:`secateurs.export.sparse.to_block_sparse` (auto: BSR or CSR per layer, and BSR only), batch 1,
-  128 tokens, 1 thread; the whole LM and its decoder body (no LM head) timed interleaved against dense.
+  128 tokens, 1 thread; timed interleaved against dense: the decoder body (no LM head), the whole LM with
+  the last position's logits only (``logits_to_keep=1``, as generation's prefill), and with all positions'.
   GPT-2's ``Conv1D`` layers are handled as they are (weight read transposed), not converted.
 * ``minilm``: all-MiniLM-L6-v2 at 70% and 90%, blocks (16x16 and 32x32) against unstructured, magnitude
   and Wanda, STS-B dev Spearman; and the swap's latency on the 90% Wanda 32x32 model.
@@ -48,6 +49,13 @@ PARTS = ("linear", "gpt2", "minilm")
 SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 KERNELS = {"bsr16": ("block:16", (16, 16)), "bsr32": ("block:32", (32, 32)), "csr": ("unstructured", None)}
 GPT2_TARGET = 0.6
+#: What is timed of the GPT-2 decoder: (key, label, logits_to_keep). ``logits_to_keep=1`` is what generation's
+#: prefill asks for (transformers 5.x): the LM head computes the last position's logits only.
+GPT2_CASES = (
+    ("body", "GPT2Model (decoder body, no LM head)", None),
+    ("lm_last", "GPT2LMHeadModel, logits of the last position only (`logits_to_keep=1`, generation's prefill)", 1),
+    ("lm", "GPT2LMHeadModel, logits of all 128 positions", None),
+)
 
 
 def pruned_linear(size: int, sparsity: float, granularity: str) -> nn.Linear:
@@ -103,22 +111,29 @@ def bench_gpt2(budget_s: float) -> dict:
     swap_seconds = time.perf_counter() - started
     bsr = to_block_sparse(model, inputs, threads=1, layout="bsr", min_speedup=0)
     print(auto, file=sys.stderr)
-    whole = compare_latency({"dense": model, "auto": auto.model, "bsr": bsr.model}, inputs, threads=1, budget_s=budget_s)
-    body = compare_latency(
-        {"dense": model.transformer, "auto": auto.model.transformer, "bsr": bsr.model.transformer},
-        inputs, threads=1, budget_s=budget_s,
-    )  # fmt: skip
-    return {
+    results = {
         "params": sum(p.numel() for p in model.parameters()),
         "swap_seconds": swap_seconds,
         "auto_report": auto.to_dict() | {"text": str(auto)},
         "bsr_swapped": len(bsr.swapped),
-        "lm": whole.to_dict(),
-        "body": body.to_dict(),
     }
+    models = {"dense": model, "auto": auto.model, "bsr": bsr.model}
+    for case, _, keep in GPT2_CASES:
+        chosen = {name: m.transformer for name, m in models.items()} if case == "body" else models
+        case_inputs = inputs if keep is None else inputs | {"logits_to_keep": keep}
+        results[case] = compare_latency(chosen, case_inputs, threads=1, budget_s=budget_s).to_dict()
+        print(f"gpt2 {case}: " + ", ".join(f"{k} {v['median']:.2f}" for k, v in results[case]["ratios"].items()),
+              file=sys.stderr)  # fmt: skip
+    return results
 
 
-MINILM_RUNS = [(m, s, g) for m in ("magnitude", "wanda") for s in (0.7, 0.9) for g in ("unstructured", "block:16", "block:32")]
+#: (name suffix, scope) of each ranking of blocks: "" within each layer, "_rows" within each row of tiles.
+BLOCK_SCOPES = (("", "local"), ("_rows", "row"))
+MINILM_RUNS = [
+    (m, s, g, suffix, scope if g != "unstructured" else None)
+    for m in ("magnitude", "wanda") for s in (0.7, 0.9) for g in ("unstructured", "block:16", "block:32")
+    for suffix, scope in (BLOCK_SCOPES if g != "unstructured" else (("", None),))
+]  # fmt: skip
 SWAPPED_RUN = "wanda_block:32_90%"
 
 
@@ -139,14 +154,16 @@ def bench_minilm(threads: int, sts_file: Path, calibration_file: str, saved: dic
     results: dict = {"dense": sts_score(dense, left, right, gold), "calibration": calibration.description}
     if saved and abs(saved["dense"] - results["dense"]) > 0.005:
         sys.exit(f"dense STS {results['dense']:.3f} differs from the saved {saved['dense']:.3f}: not the same setup")
-    for method, sparsity, granularity in [*MINILM_RUNS, ("magnitude", 1.0, "unstructured")]:
-        name = "zeroed" if sparsity == 1.0 else f"{method}_{granularity}_{sparsity:.0%}"
+    for method, sparsity, granularity, suffix, scope in [*MINILM_RUNS, ("magnitude", 1.0, "unstructured", "", None)]:
+        name = "zeroed" if sparsity == 1.0 else f"{method}_{granularity}{suffix}_{sparsity:.0%}"
         if name in saved:
             results[name] = saved[name]
             continue
         model = copy.deepcopy(dense)
         data = calibration if method == "wanda" else None
-        report = prune_with_data(model, data, sparsity, method=method, granularity=granularity, progress=False)
+        report = prune_with_data(
+            model, data, sparsity, method=method, granularity=granularity, scope=scope, progress=False
+        )
         results[name] = {"score": sts_score(model, left, right, gold), "sparsity": report.sparsity, "scope": report.scope}
         print(f"{name}: {results[name]['score']:.2f}", file=sys.stderr)
         if name == SWAPPED_RUN:
@@ -187,19 +204,22 @@ def gpt2_section(result: dict) -> list[str]:
     took = f"the swap (auto) took {result['swap_seconds']:.0f} s, most of it timing the candidate kernels of {timed} projections"
     lines = [f"{result['params'] / 1e6:.0f}M parameters; {took}.", ""]
     lines += ["| model | dense ms | auto swap ms (ratio) | BSR-only swap ms (ratio) |", "|---|---|---|---|"]
-    for key, label in (("lm", "GPT2LMHeadModel (with the dense, tied LM head)"), ("body", "GPT2Model (decoder body)")):
+    cases = [case for case in GPT2_CASES if case[0] in result]
+    for key, label, _ in cases:
         data = result[key]
         lat, ratios = data["latencies"], data["ratios"]
         cells = [f"{lat[k]['median_ms']:.0f} ({ratios[k]['median']:.2f})" for k in ("auto", "bsr")]
         noisy = " (noisy)" if data["noisy"] else ""
         lines.append(f"| {label}{noisy} | {lat['dense']['median_ms']:.0f} | " + " | ".join(cells) + " |")
     lines.append("")
-    for key, label in (("lm", "with the LM head"), ("body", "decoder body")):
+    for key, label, _ in cases:
         best = min(result[key]["ratios"][k]["median"] for k in ("auto", "bsr"))
         verdict = "met" if best <= GPT2_TARGET else "missed"
         lines.append(f"* Target latency <= {GPT2_TARGET}x dense, {label}: **{verdict}** (best ratio {best:.2f}).")
-    lines.append("* The LM head (768x50257, tied to the token embedding) has no zeros and stays dense: it holds about "
-                 "a third of the model's Linear MACs, which bounds what the swap can gain on the whole LM.")  # fmt: skip
+    lines.append("* The LM head (768x50257, tied to the token embedding) has no zeros and stays dense: computing logits "
+                 "for all 128 positions it holds about a third of the model's Linear MACs, which bounds what the swap "
+                 "can gain; with the last position's logits only (what generation's prefill computes) it holds under "
+                 "1% of them.")  # fmt: skip
     lines += ["", "Per-layer decisions of the auto swap (1 thread, the layer's real input of 128 tokens):", "", "```",
               result["auto_report"]["text"], "```"]  # fmt: skip
     return lines
@@ -208,29 +228,47 @@ def gpt2_section(result: dict) -> list[str]:
 def minilm_section(result: dict) -> list[str]:
     dense = result["dense"]
     scopes = (
-        f"Dense: {dense:.2f}. Calibration for Wanda: {result['calibration']}. Wanda ranks unstructured weights "
-        "within each output row (its paper's scope) and blocks within each layer; magnitude ranks within each layer."
+        f"Dense: {dense:.2f}. Calibration for Wanda: {result['calibration']}. Unstructured: Wanda ranks weights within "
+        "each output row (its paper's scope), magnitude within each layer. Blocks are ranked two ways: *per layer* "
+        "(all tiles of a layer against each other, so whole output bands can go) and *per row band* (`scope='row'`: "
+        "the tiles of each row of tiles against each other, so every band of outputs keeps the same share of tiles, "
+        "as Wanda keeps the same share of each output row; Wanda's default for blocks since this run)."
     )
-    lines = [scopes, "", "| method | sparsity | unstructured | blocks 16x16 | blocks 32x32 |", "|---|---|---|---|---|"]
+    header = "| method | sparsity | unstructured | 16x16 per layer | 16x16 per row band | 32x32 per layer | 32x32 per row band |"
+    lines = [scopes, "", header, "|---|---|---|---|---|---|---|"]
     for method in ("magnitude", "wanda"):
         for sparsity in ("70%", "90%"):
-            cells = []
-            for granularity in ("unstructured", "block:16", "block:32"):
-                score = result[f"{method}_{granularity}_{sparsity}"]["score"]
-                cells.append(f"{score:.2f} ({score - dense:+.2f})")
+            keys = ["unstructured"] + [f"{g}{suffix}" for g in ("block:16", "block:32") for suffix, _ in BLOCK_SCOPES]
+            cells = [_score_cell(result.get(f"{method}_{key}_{sparsity}"), dense) for key in keys]
             lines.append(f"| {method} | {sparsity} | " + " | ".join(cells) + " |")
     floor = (
         f"Floor: every Linear weight of the six blocks zeroed (embeddings, LayerNorms and biases left) scores "
         f"{result['zeroed']['score']:.2f}: a score near it means the pruned blocks no longer contribute, and scores "
         "below it mean they contribute noise, which is why some 70% entries fall below their 90% ones. On this small "
-        "model blocks cost far more than unstructured sparsity at either sparsity, with either method."
+        "model blocks cost more than unstructured sparsity at either sparsity, with either method."
     )
-    lines += ["", floor]
+    lines += ["", floor, "", *scope_gains(result)]
     if result.get("swap"):
         swap = result["swap"]
         lines += ["", "The swap on the Wanda 90% 32x32 encoder (BertModel, 1 sentence of 128 tokens, 1 thread):", "",
                   "```", swap["text"], "```"]  # fmt: skip
     return lines
+
+
+def scope_gains(result: dict) -> list[str]:
+    """Per row band against per layer, in STS points, wherever both were measured."""
+    gains = []
+    for method in ("magnitude", "wanda"):
+        for sparsity in ("70%", "90%"):
+            for granularity, label in (("block:16", "16x16"), ("block:32", "32x32")):
+                layer, band = (result.get(f"{method}_{granularity}{suffix}_{sparsity}") for suffix, _ in BLOCK_SCOPES)
+                if layer and band:
+                    gains.append(f"{method} {sparsity} {label} {band['score'] - layer['score']:+.2f}")
+    return [f"Per row band minus per layer (STS points): {', '.join(gains)}."] if gains else []
+
+
+def _score_cell(entry: dict | None, dense: float) -> str:
+    return "—" if entry is None else f"{entry['score']:.2f} ({entry['score'] - dense:+.2f})"
 
 
 def markdown(results: dict, commands: list[str], loads: list[str]) -> str:
@@ -261,19 +299,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calibration", default=str(DATA / "tinyshakespeare" / "input.txt"))
     parser.add_argument("--output", type=Path, default=HERE / "results" / "block_sparse.md")
     parser.add_argument("--merge", action="store_true",
-                        help="keep the saved results (the .json beside --output) of the parts not run, and the MiniLM "
-                        "entries already measured (re-running only the missing ones)")  # fmt: skip
+                        help="keep the saved results (the .json beside --output) of the parts not run, read again "
+                        "when writing (so runs of different parts may overlap), and the MiniLM entries already "
+                        "measured (re-running only the missing ones)")  # fmt: skip
     args = parser.parse_args(argv)
     load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     command = ("python benchmarks/block_sparse.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
-    saved = read_saved(args.output.with_suffix(".json")) if args.merge else {"commands": [], "loads": [], "results": {}}
-    results = saved["results"]
+    empty = {"commands": [], "loads": [], "results": {}}
+    saved = read_saved(args.output.with_suffix(".json")) if args.merge else empty
+    ran = {}
     if "linear" in args.parts:
-        results["linear"] = bench_linear(args.size, args.budget)
+        ran["linear"] = bench_linear(args.size, args.budget)
     if "gpt2" in args.parts:
-        results["gpt2"] = bench_gpt2(max(args.budget, 10.0))
+        ran["gpt2"] = bench_gpt2(max(args.budget, 10.0))
     if "minilm" in args.parts:
-        results["minilm"] = bench_minilm(args.eval_threads, args.sts_file, args.calibration, results.get("minilm", {}))
+        ran["minilm"] = bench_minilm(args.eval_threads, args.sts_file, args.calibration, saved["results"].get("minilm", {}))
+    saved = read_saved(args.output.with_suffix(".json")) if args.merge else empty  # what other runs added meanwhile
+    results = saved["results"] | ran
     commands, loads = [*saved["commands"], command], [*saved["loads"], load]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     payload = {"commands": commands, "loads": loads, "torch": torch.__version__, "results": results}

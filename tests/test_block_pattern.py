@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import secateurs as sc
-from secateurs.cli.options import granularity_arg
+from secateurs.recipes.arguments import granularity_arg
 from secateurs.core.patterns import Block, parse_pattern
 from secateurs.data import prune_with_data
 from secateurs.errors import PruningError, SelectionError
@@ -137,15 +137,52 @@ def tiny_gpt2():
     return transformers.GPT2LMHeadModel(config).eval()
 
 
-def test_wanda_prunes_whole_tiles_of_a_transformer() -> None:
+@pytest.mark.parametrize("scope,expected_scope", [(None, "row"), ("local", "local")])
+def test_wanda_prunes_whole_tiles_of_a_transformer(scope: str | None, expected_scope: str) -> None:
     model = tiny_gpt2()
     ids = torch.randint(0, 96, (8, 16), generator=torch.Generator().manual_seed(1))
-    report = prune_with_data(model, ids, 0.5, method="wanda", granularity="block:16", progress=False)
-    assert report.scope == "local" and report.sparsity == 0.5 and len(report.layers) == 8
+    report = prune_with_data(model, ids, 0.5, method="wanda", granularity="block:16", scope=scope, progress=False)
+    assert report.scope == expected_scope and report.sparsity == 0.5 and len(report.layers) == 8
     for layer in report.layers:
-        weight = model.get_submodule(layer.name.rsplit(".", 1)[0]).weight.t()
+        weight = model.get_submodule(layer.name.rsplit(".", 1)[0]).weight.t()  # Conv1D: [in, out] read as [out, in]
         counts = tiles(weight, 16, 16)
         assert set(counts.unique().tolist()) == {0, 256} and (counts == 0).float().mean().item() == 0.5
+        if expected_scope == "row":  # Wanda's default: every row of tiles keeps half its tiles
+            assert (counts == 0).sum(dim=1).tolist() == [counts.shape[1] // 2] * counts.shape[0]
+
+
+@pytest.mark.parametrize("rows,cols,amount", [(8, 8, 0.75), (8, 16, 0.5), (16, 8, 0.75), (4, 4, 3)])
+def test_row_scope_prunes_the_same_number_of_tiles_in_every_row_of_tiles(rows: int, cols: int, amount: float) -> None:
+    model = seeded(nn.Linear(64, 32), nn.Linear(32, 48))
+    with torch.no_grad():
+        model[0].weight[:rows].mul_(100.0)  # one strong output band: a per-layer ranking would spare only it
+    report = sc.prune(model, amount, granularity=f"block:{rows}x{cols}", scope="row", include_output=True)
+    assert report.scope == "row"
+    for index in (0, 1):
+        counts = tiles(model[index].weight, rows, cols)
+        per_band = (counts == 0).sum(dim=1)
+        assert set(counts.unique().tolist()) <= {0, rows * cols}
+        width = counts.shape[1]
+        expected = amount if isinstance(amount, int) else round(amount * width)
+        assert per_band.tolist() == [expected] * counts.shape[0]
+
+
+def test_row_scope_keeps_the_best_tiles_of_each_band_and_prunes_further_from_there() -> None:
+    layer = nn.Linear(4, 4, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 1, 5, 5], [1, 1, 5, 5], [9, 9, 2, 2], [9, 9, 2, 2]]))
+    model = nn.Sequential(layer)
+    sc.prune(model, 0.5, granularity="block:2", scope="row", include_output=True)
+    assert (tiles(layer.weight, 2, 2) > 0).tolist() == [[False, True], [True, False]]
+    sc.prune(model, 1.0, granularity="block:2", scope="row", include_output=True)
+    assert not bool(layer.weight.any())
+
+
+def test_row_scope_refuses_other_structured_patterns_naming_the_ones_it_takes() -> None:
+    model = seeded(nn.Linear(16, 16))
+    with pytest.raises(PruningError, match="'unstructured' or 'block:R"):
+        sc.prune(model, 0.5, granularity="channel", scope="row", include_output=True)
+    assert not sc.is_pruned(model)
 
 
 def test_sparsegpt_refuses_blocks_naming_the_methods_that_take_them() -> None:

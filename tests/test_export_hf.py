@@ -145,8 +145,11 @@ def test_vit_head_size_goes_into_the_config(transformers, tmp_path):
 def test_what_a_config_cannot_describe_is_refused_naming_it(transformers, tmp_path, make, how, names):
     model = make(transformers)
     shrink(model, tokens(), **how)
-    with pytest.raises(UnsupportedFormatError, match=names):
+    with pytest.raises(UnsupportedFormatError, match=names) as refused:
         export(model, tmp_path / "out", ["hf", "safetensors"], example_inputs=tokens())
+    assert "formats='torch-export' (or onnx, safetensors" in str(refused.value)  # what to use instead
+    if make is not llama:  # narrowed heads: the config fields that cannot describe them are named
+        assert "hidden_size / num_attention_heads" in str(refused.value)
     assert not (tmp_path / "out").exists()
     export(model, tmp_path / "out", ["safetensors"], example_inputs=tokens())  # any shape
 

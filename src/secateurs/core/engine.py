@@ -11,13 +11,14 @@ after 0.3 ends at 50%. In ``"relative"`` mode it is a fraction of what is still 
 
 Scopes: ``"local"`` ranks each tensor on its own, ``"global"`` ranks all selected tensors together
 (bounded memory, see :mod:`secateurs.core.ranking`), ``"row"`` ranks each output row on its own so every
-row keeps the same fraction (the comparison group of Wanda).
+row keeps the same fraction (the comparison group of Wanda); with a block pattern, each row of tiles (output
+band) keeps the same fraction of its tiles.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -202,27 +203,50 @@ def _local_keep(target: Target, criterion: Criterion, pattern: Pattern, amount: 
     return pattern.expand(group_keep, keep, target), k
 
 
-def _row_keep(target: Target, criterion: Criterion, amount: Amount, mode: Mode) -> tuple[torch.Tensor, int]:
-    """Every output row keeps the same fraction; ties pruned by position (stable sort)."""
+def _row_keep(
+    target: Target, criterion: Criterion, pattern: Pattern, amount: Amount, mode: Mode
+) -> tuple[torch.Tensor, int]:
+    """Every output row keeps the same fraction of its groups: its weights, or for a block pattern the tiles
+    of its row of tiles (so no output band loses all its tiles). Ties pruned by position (stable sort)."""
     keep = _current_keep(target)
+    param = target.param.detach()
+    if isinstance(pattern, Block):
+        tiles_keep = pattern.group_keep(keep, target)
+        def tile_scores() -> torch.Tensor:
+            return pattern.group_scores(criterion.score(param, target), target, criterion)
+
+        new_tiles, count = _prune_each_row(tiles_keep, tile_scores, amount, mode, target)
+        return pattern.expand(new_tiles, keep, target), count
     out_dim = target.dim("out")
     rows_keep = keep.movedim(out_dim, 0).reshape(keep.shape[out_dim], -1)
+
+    def row_scores() -> torch.Tensor:
+        return criterion.score(param, target).movedim(out_dim, 0).reshape(rows_keep.shape)
+
+    new_rows, count = _prune_each_row(rows_keep, row_scores, amount, mode, target)
+    moved_shape = keep.movedim(out_dim, 0).shape
+    return new_rows.reshape(moved_shape).movedim(0, out_dim).contiguous(), count
+
+
+def _prune_each_row(
+    rows_keep: torch.Tensor, row_scores: Callable[[], torch.Tensor], amount: Amount, mode: Mode, target: Target
+) -> tuple[torch.Tensor, int]:
+    """``rows_keep`` ``[rows, groups]`` with the same share of each row's groups pruned, lowest scores first."""
     width = rows_keep.shape[1]
     kept = rows_keep.sum(dim=1)
     if mode == "relative":
-        per_row = torch.tensor([_count(amount, int(c), target.name) for c in kept.tolist()], device=keep.device)
+        counts = [_count(amount, int(c), target.name) for c in kept.tolist()]
+        per_row = torch.tensor(counts, device=rows_keep.device)
     else:
         per_row = (_count(amount, width, target.name) - (width - kept)).clamp(min=0)
     if not int(per_row.sum()):
-        return keep, 0
-    scores = _checked(criterion.score(target.param.detach(), target), target)
-    row_scores = scores.movedim(out_dim, 0).reshape(rows_keep.shape).masked_fill(~rows_keep, float("inf"))
-    order = torch.sort(row_scores, dim=1, stable=True).indices
-    drop = torch.arange(width, device=keep.device).unsqueeze(0) < per_row.unsqueeze(1)
+        return rows_keep, 0
+    scores = _checked(row_scores(), target).masked_fill(~rows_keep, float("inf"))
+    order = torch.sort(scores, dim=1, stable=True).indices
+    drop = torch.arange(width, device=rows_keep.device).unsqueeze(0) < per_row.unsqueeze(1)
     new_rows = rows_keep.clone()
     new_rows.scatter_(1, order, ~drop & rows_keep.gather(1, order))
-    moved_shape = keep.movedim(out_dim, 0).shape
-    return new_rows.reshape(moved_shape).movedim(0, out_dim).contiguous(), int(per_row.sum())
+    return new_rows, int(per_row.sum())
 
 
 def _checked_request(
@@ -243,8 +267,11 @@ def _checked_request(
             raise PruningError("N:M is decided within each block of M weights; use scope='local'")
     elif amount is None and not per_layer:
         raise PruningError("give an amount (float fraction or int count) to prune")
-    if scope == "row" and not isinstance(pattern, Unstructured):
-        raise PruningError("scope='row' ranks weights within each output row; it needs granularity='unstructured'")
+    if scope == "row" and not isinstance(pattern, (Unstructured, Block)):
+        raise PruningError(
+            "scope='row' ranks within each output row (its weights, or its row of tiles for a block pattern); "
+            "it needs granularity='unstructured' or 'block:R[xC]'"
+        )
     if scope == "global" and not pattern.supports_global:
         raise PruningError(f"{pattern!r} cannot rank across tensors; use scope='local'")
     return None if amount is None else check_amount(amount)
@@ -278,7 +305,7 @@ def plan_masks(
             continue
         layer_amount = overrides.get(target.name, amount)
         if scope == "row":
-            keep, _ = _row_keep(target, criterion, layer_amount, mode)  # type: ignore[arg-type]
+            keep, _ = _row_keep(target, criterion, pattern, layer_amount, mode)  # type: ignore[arg-type]
         else:
             keep, _ = _local_keep(target, criterion, pattern, layer_amount, mode)
         plan[target.name] = (target, keep)
@@ -392,7 +419,9 @@ def _newly_masked(plan: Mapping[str, tuple[Target, torch.Tensor]]) -> int:
 
 def _nothing_pruned(targets: Sequence[Target], pattern: Pattern, amount: Amount | None, scope: Scope) -> PruningError:
     """Why a plan masks nothing, with the smallest amount that would act."""
-    if scope == "row":
+    if scope == "row" and isinstance(pattern, Block):
+        sizes = [pattern.num_groups(t) // (t.param.shape[t.dim("out")] // pattern.rows) for t in targets]
+    elif scope == "row":
         sizes = [t.param.numel() // max(t.param.shape[t.dim("out")], 1) for t in targets]
     else:
         sizes = [pattern.num_groups(t) for t in targets]

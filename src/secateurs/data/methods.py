@@ -25,7 +25,7 @@ import torch
 
 from secateurs.core.criteria import DEFAULT_CRITERION, Criterion, get_criterion
 from secateurs.core.engine import LayerReport, prune_targets
-from secateurs.core.patterns import NM, Pattern, Structured, Unstructured
+from secateurs.core.patterns import NM, Block, Pattern, Structured, Unstructured
 from secateurs.core.targets import Target
 from secateurs.data.criteria import Activation, Taylor, Wanda
 from secateurs.data.gradients import GradientStatistics
@@ -67,7 +67,8 @@ class DataMethod:
 
     name: ClassVar[str] = ""
     needs: ClassVar[Needs] = Needs.NOTHING
-    #: The comparison group for unstructured pruning when the caller names none (structured: "local").
+    #: The comparison group for unstructured and block pruning when the caller names none (others: "local");
+    #: "row" ranks within each output row, or each row of tiles for blocks.
     default_scope: ClassVar[str] = "local"
     #: The pattern classes the method prunes, and the error that says what to use instead.
     granularities: ClassVar[tuple[type[Pattern], ...]] = (Pattern,)
@@ -81,7 +82,7 @@ class DataMethod:
             raise PruningError(self.granularity_hint)
         if scope is not None:
             return scope
-        return self.default_scope if isinstance(pattern, Unstructured) else "local"
+        return self.default_scope if isinstance(pattern, (Unstructured, Block)) else "local"
 
     def skip_reason(self, target: Target) -> str | None:
         """Why this method leaves ``target`` alone (reported as skipped), or ``None``."""
@@ -143,7 +144,7 @@ class MagnitudeBaseline(DataMethod):
 
 @register_method("wanda")
 class WandaMethod(DataMethod):
-    """Wanda (|W| · ‖X‖), compared within each output row as in the paper."""
+    """Wanda (|W| · ‖X‖), compared within each output row as in the paper (blocks: within each row of tiles)."""
 
     needs = Needs.INPUT_NORMS
     default_scope = "row"

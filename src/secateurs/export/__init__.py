@@ -10,6 +10,7 @@ benchmark of them all.
 ``onnx``           one ONNX file checked by onnxruntime, ``model.onnx`` (:mod:`.onnx_format`)
 ``onnx-int8``      int8 weights by onnxruntime's dynamic quantization, ``model.int8.onnx`` (:mod:`.quantize`)
 ``int8``           int8 Linear layers by ``torch.ao`` dynamic quantization, TorchScript ``model.int8.pt``
+``bsr``            the Linear layers faster here as BSR/CSR tensors: weights + conversion lines (:mod:`.bsr`)
 =================  =======================================================================================
 
 ``export.json`` in the directory says how to load each file without secateurs. A format is one class
@@ -19,11 +20,12 @@ original and its exports; :func:`to_semi_structured` runs 2:4-pruned Linear laye
 
 # Importing the format modules registers them; the import order is the order an export writes them in.
 # isort: off
-from secateurs.export import hf, program, state_dict, onnx_format, quantize  # noqa: F401
+from secateurs.export import hf, program, state_dict, onnx_format, quantize, bsr  # noqa: F401
 
 # isort: on
 from secateurs.export.api import ExportReport, FormatReport, export
 from secateurs.export.bench import BenchReport, BenchRow, bench
+from secateurs.export.bsr import BlockSparse, load_block_sparse
 from secateurs.export.formats import (
     Check,
     ExportError,
@@ -41,12 +43,14 @@ from secateurs.export.onnx_format import Onnx, OrtModule
 from secateurs.export.prepare import deployable_copy
 from secateurs.export.program import TorchExport
 from secateurs.export.quantize import OnnxInt8, TorchInt8
+from secateurs.export.sparse import SparseLinear, SwapReport, to_block_sparse
 from secateurs.export.semi_structured import SemiStructured, semi_structured_support, to_semi_structured
 from secateurs.export.state_dict import Safetensors
 
 __all__ = [
     "BenchReport",
     "BenchRow",
+    "BlockSparse",
     "Check",
     "ExportError",
     "ExportFormat",
@@ -59,6 +63,8 @@ __all__ = [
     "OrtModule",
     "Safetensors",
     "SemiStructured",
+    "SparseLinear",
+    "SwapReport",
     "TorchExport",
     "TorchInt8",
     "UnsupportedFormatError",
@@ -70,8 +76,10 @@ __all__ = [
     "format_summaries",
     "get_format",
     "is_export_directory",
+    "load_block_sparse",
     "read_export_manifest",
     "register_format",
     "semi_structured_support",
+    "to_block_sparse",
     "to_semi_structured",
 ]

@@ -4,20 +4,20 @@ A format says, before any work, whether it can take a model (:meth:`ExportFormat
 missing, a model the format cannot describe), then writes its files into the export directory
 (:meth:`ExportFormat.write`) and says how to load each of them without secateurs. A new format is one class::
 
-    @register_format("bsr")
-    class BlockSparse(ExportFormat):
-        summary = "pruned Linear layers as torch BSR tensors, in a torch.export program"
-        requires = (("torch", "torch"),)          # (module, pip name) of each optional package
+    @register_format("fp16")
+    class HalfPrecision(ExportFormat):
+        summary = "the state dict in float16 safetensors"
+        requires = (("safetensors", "safetensors"),)  # (module, pip name) of each optional package
 
         def check(self, model):                   # cheap; raise UnsupportedFormatError naming the fix
             ...
 
         def write(self, model, example_inputs, directory):
-            ...                                   # write directory / "model.bsr.pt2"
-            return Written(files={"model.bsr.pt2": "torch.export.load('model.bsr.pt2').module()"})
+            ...                                   # write directory / "model.fp16.safetensors"
+            return Written(files={"model.fp16.safetensors": "model.load_state_dict(safetensors.torch.load_file(...))"})
 
         def load(self, directory, threads=None):  # optional: the written model as a module, for bench
-            return torch.export.load(directory / "model.bsr.pt2").module()
+            ...
 
 ``write`` gets a copy of the model with its pruning masks folded into the weights, which it may change but
 not keep; the directory is the export's temporary directory, so a failure leaves nothing behind.

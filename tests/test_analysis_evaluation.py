@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import textwrap
 
@@ -266,6 +267,28 @@ def test_proxy_is_label_loss_with_labels_and_output_distance_without():
         model[2].bias.zero_()
     assert distance(model) == pytest.approx(1.0)  # outputting zeros is distance 1
     assert isinstance(proxy_metric(model, x, loss=False), OutputDistance)
+
+
+def test_squared_distances_of_layers_perturbed_apart_add_up():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 16))
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 16), torch.zeros(64)), batch_size=32)
+    squared = proxy_metric(model, data, squared=True)  # labelled batches, yet the distance: squared asks for it
+    assert squared.name == "squared_output_distance" and not squared.higher_is_better
+    noise = [0.05 * torch.randn(16, 16) for _ in range(2)]
+    alone = []
+    for index in (0, 1):
+        perturbed = copy.deepcopy(model)
+        with torch.no_grad():
+            perturbed[index].weight.add_(noise[index])
+        alone.append(squared(perturbed))
+    both = copy.deepcopy(model)
+    with torch.no_grad():
+        both[0].weight.add_(noise[0])
+        both[1].weight.add_(noise[1])
+    assert squared(both) == pytest.approx(sum(alone), rel=0.2)  # independent errors add in quadrature
+    with pytest.raises(EvaluationError, match="drop loss=True"):
+        proxy_metric(model, data, squared=True, loss=True)
 
 
 def test_proxy_of_a_causal_lm_is_next_token_loss(transformers):

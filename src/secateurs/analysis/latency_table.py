@@ -16,6 +16,9 @@ of all the weights under it (whole modules), or else the share of its output lef
 pooling). A model whose groups keep other counts is predicted call by call: each call's time at its work,
 interpolated in its measured ratios (made non-decreasing), summed, and calibrated. The result of an allocation is
 then measured against the dense model, interleaved, by :func:`secateurs.analysis.allocate`.
+
+Whole blocks (``granularity="layer"``) need no widths: :func:`block_latencies` times each block's call alone,
+interleaved with the whole model, once per allocation.
 """
 
 from __future__ import annotations
@@ -420,3 +423,21 @@ def latency_cost_model(table: LatencyTable, graph: DependencyGraph, groups: Sequ
 
 def _call_time(call: CallLatency, work: CallWork, classes: list[int], scale: float) -> Callable[[tuple[int, ...]], float]:
     return lambda kept: scale * call.dense_ms * call.ratio(work.fraction(dict(zip(classes, kept))))
+
+
+# ---- whole blocks ----------------------------------------------------------------------------------
+
+#: The whole model's key among the timed calls of :func:`block_latencies` (no module has this name).
+WHOLE_MODEL = "(whole model)"
+
+
+def block_latencies(model: nn.Module, example_inputs: Any, blocks: Sequence[str], *, threads: int = 1,
+                    timer: Timer = default_timer, budget_s: float = MODEL_BUDGET_S) -> tuple[float, list[float]]:
+    """Milliseconds of the whole model and of each block's call alone, on the inputs it gets inside the model
+    (float inputs remade at random: values do not change speed), all timed together, interleaved."""
+    inputs = captured_inputs(model, example_inputs, blocks)
+    named = dict(model.named_modules())
+    calls = {WHOLE_MODEL: _Bound(model, _as_call(example_inputs))}
+    calls.update({name: _Bound(named[name], tree_map(_remade, inputs[f"{name}#0"])) for name in blocks})
+    times = timer(calls, threads, budget_s * 2)
+    return times[WHOLE_MODEL], [times[name] for name in blocks]

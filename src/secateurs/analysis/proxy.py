@@ -4,7 +4,10 @@
   the output logits against the labels;
 * a causal language model: the mean next-token cross-entropy (its inputs are its own labels);
 * anything else: the distance of the outputs to the dense model's, ``||out - dense|| / ||dense||`` over every
-  floating-point output tensor (0 = unchanged, 1 = as far as outputting zeros).
+  floating-point output tensor (0 = unchanged, 1 = as far as outputting zeros). ``squared=True`` gives its
+  square, which is what adds up across layers: errors that layers pruned apart make independently add in
+  quadrature, so the sum of each layer's squared distance predicts the squared distance of all pruned
+  together, as an allocation's search assumes of a scan's drops.
 
 All are lower-is-better and need no task data, so they suit sensitivity scans of hundreds of evaluations;
 check the units they rank fragile against the real task metric before trusting an allocation.
@@ -95,13 +98,17 @@ def _float_outputs(output: Any) -> list[torch.Tensor]:
 
 class OutputDistance(OutputMetric):
     """Relative L2 distance of the outputs to those of the model given here (the dense one), over every
-    floating-point output tensor of every batch: 0 = unchanged, 1 = as far as outputting zeros."""
+    floating-point output tensor of every batch: 0 = unchanged, 1 = as far as outputting zeros; its square
+    with ``squared`` (see the module docstring)."""
 
     name = "output_distance"
     higher_is_better = False
 
-    def __init__(self, model: nn.Module, batches: Sequence[Batch]) -> None:
+    def __init__(self, model: nn.Module, batches: Sequence[Batch], *, squared: bool = False) -> None:
         super().__init__(batches)
+        self.squared = squared
+        if squared:
+            self.name = "squared_output_distance"
         device = model_device(model)
         with inference(model):
             self.reference = [_float_outputs(batch.to(device).run(model)) for batch in self.batches]
@@ -120,7 +127,7 @@ class OutputDistance(OutputMetric):
         error, norm = (sum(values) for values in zip(*parts))
         if norm == 0:
             return 0.0 if error == 0 else math.inf
-        return math.sqrt(error / norm)
+        return error / norm if self.squared else math.sqrt(error / norm)
 
 
 def example_batch(model: nn.Module, example_inputs: Any) -> Batch:
@@ -147,14 +154,19 @@ def proxy_batches(model: nn.Module, calibration: CalibrationSource | None, examp
 
 
 def proxy_metric(model: nn.Module, calibration: CalibrationSource | None = None, *, example_inputs: Any = None,
-                 loss: bool | None = None, **calibration_options: Any) -> OutputMetric:
+                 loss: bool | None = None, squared: bool = False, **calibration_options: Any) -> OutputMetric:
     """The cheap proxy of ``model`` (the dense one, before any pruning) on a calibration batch.
 
     ``loss=None`` (default) takes the loss where labels exist (labelled batches, causal LMs), else the output
-    distance to the dense model; ``loss=False`` always takes the distance. ``calibration_options``
+    distance to the dense model; ``loss=False`` always takes the distance; ``squared=True`` takes its square
+    (what adds up across layers, for scans an allocation reads). ``calibration_options``
     (``num_samples``, ``seq_len``, ``tokenizer``, ``seed``, ``batch_size``) shape a text source.
     """
+    if squared and loss:
+        raise EvaluationError("squared=True squares the output distance, not a loss: drop loss=True")
     batches = proxy_batches(model, calibration, example_inputs, **calibration_options)
+    if squared:
+        return OutputDistance(model, batches, squared=True)
     labelled = all(batch.target is not None for batch in batches)
     causal = is_causal_lm(model) and all("input_ids" in batch.kwargs for batch in batches)
     if loss and not (labelled or causal):

@@ -1,9 +1,11 @@
 """The units an allocation spreads amounts over, what each keeps at an amount, and the data-free proxy.
 
 Units are a sensitivity scan's (:mod:`secateurs.analysis.units`): each prunable parameter for mask patterns,
-each coupled channel group or attention block's heads for ``shrink``. A unit at amount ``a`` keeps:
+each coupled channel group or attention block's heads, or each removable residual block, for ``shrink``. A
+unit at amount ``a`` keeps:
 
 * a group: the channels or heads ``shrink(per_layer={group: a}, round_to=...)`` keeps (the same plan);
+* a block: itself (1) at amount 0, nothing (0) at amount 1 (:mod:`secateurs.analysis.block_units`);
 * a parameter: its nonzero weights after ``prune(per_layer={param: a})`` (absolute amounts: the final share of
   zeros), counted from the plan for patterns other than unstructured, or from a scan's ``removed`` counts.
 
@@ -14,7 +16,8 @@ errors add in quadrature, so spreading a loss over many layers costs less than c
 (a sum of shares would empty the cheapest layers first). Every unit weighs the same, so losing half of a
 16-channel layer's importance costs as much as losing half of a 512-channel layer's. It reads no data and
 runs no forward pass; a scan's curves see what it cannot (a fragile first layer whose filters all look
-alike).
+alike). Blocks have no importance shares: their proxy is their influence on the example inputs (one forward
+pass, :func:`~secateurs.analysis.block_units.block_influences`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from secateurs.analysis.units import GroupPerturber, MaskPerturber
+from secateurs.analysis.block_units import block_influences, not_excluded
+from secateurs.analysis.units import DepthPerturber, GroupPerturber, MaskPerturber
 from secateurs.core.amounts import amount_count
 from secateurs.core.criteria import Criterion, get_criterion
 from secateurs.core.engine import plan_masks
@@ -38,6 +42,7 @@ from secateurs.data.methods import get_method
 from secateurs.data.sequential import block_stack
 from secateurs.errors import PruningError, SelectionError
 from secateurs.structural import DependencyGraph, Group
+from secateurs.structural.depth import Block
 from secateurs.structural.planning import plan_keep
 
 #: Granularities whose units are groups of the dependency graph (``shrink``).
@@ -55,20 +60,27 @@ class UnitSpace:
     targets: list[Target] | None = None
     pattern: Pattern | None = None
     perturber: GroupPerturber | MaskPerturber | None = None
+    #: Removable blocks (granularity ``"layer"``): the units, every removable block (those excluded too),
+    #: and the units' influences (the proxy).
+    blocks: list[Block] | None = None
+    all_blocks: list[Block] | None = None
+    influence: list[float] | None = None
 
     @property
     def structural(self) -> bool:
-        return self.groups is not None
+        return self.groups is not None or self.blocks is not None
 
     @property
     def fixed_amount(self) -> float | None:
-        """The one amount an N:M pattern prunes (None for other granularities)."""
+        """The one amount an N:M pattern prunes, or 1 for blocks (dropped whole); None for other granularities."""
         if isinstance(self.pattern, NM):
             return 1 - self.pattern.n / self.pattern.m
-        return None
+        return 1.0 if self.blocks is not None else None
 
     def full(self, unit: int) -> int:
-        """What ``unit`` keeps untouched: its channels or heads, or its nonzero weights now."""
+        """What ``unit`` keeps untouched: its channels or heads, itself (a block), or its nonzero weights now."""
+        if self.blocks is not None:
+            return 1
         if self.groups is not None:
             return self.groups[unit].size
         assert self.targets is not None
@@ -82,10 +94,7 @@ def unit_space(model: nn.Module, example_inputs: Any, granularity: str, *, metho
     groups; parameters or modules left alone, for masks). With a
     data-aware ``method`` only the parameters it prunes count (the layers inside the repeated blocks)."""
     if granularity == "layer":
-        raise PruningError(
-            "allocation spreads amounts over masks, channels or heads; to remove whole blocks, rank them with "
-            "sensitivity(granularity='layer') and keep the fragile ones with shrink(..., exclude=[...])"
-        )
+        return _block_space(model, example_inputs, units, exclude)
     if granularity in GROUP_GRANULARITIES:
         if example_inputs is None:
             raise PruningError(f"granularity={granularity!r} traces the model: pass example_inputs=...")
@@ -98,6 +107,19 @@ def unit_space(model: nn.Module, example_inputs: Any, granularity: str, *, metho
     perturber = MaskPerturber(model, pattern, _data_skip(model, method))
     targets = _chosen(_not_excluded(perturber.targets, exclude), units, lambda t: [t.module_name])
     return UnitSpace(granularity, list(targets), targets=list(targets.values()), pattern=pattern, perturber=perturber)
+
+
+def _block_space(model: nn.Module, example_inputs: Any, units: str | Iterable[str] | None,
+                 exclude: Iterable[str] | None) -> UnitSpace:
+    """Removable residual blocks, those ``exclude`` names left alone, narrowed to those ``units`` names."""
+    if example_inputs is None:
+        raise PruningError("granularity='layer' traces the model: pass example_inputs=...")
+    perturber = DepthPerturber(model, example_inputs)
+    every = list(perturber.blocks.values())
+    named = _chosen({b.name: b for b in not_excluded(every, exclude)}, units, lambda b: [b.name])
+    chosen = list(named.values())
+    return UnitSpace("layer", list(named), blocks=chosen, all_blocks=every,
+                     influence=block_influences(model, example_inputs, chosen))
 
 
 def _not_excluded(targets: dict[str, Target], exclude: Iterable[str] | None) -> dict[str, Target]:
@@ -146,7 +168,9 @@ def _chosen(named: dict[str, Any], patterns: str | Iterable[str] | None, modules
 def kept_counts(space: UnitSpace, unit: int, amounts: Sequence[float], round_to: int | None = None,
                 criterion: Criterion | None = None) -> list[int]:
     """What ``unit`` keeps at each of ``amounts``: channels or heads (as ``shrink`` plans them), or nonzero
-    weights (as ``prune`` with absolute amounts leaves them)."""
+    weights (as ``prune`` with absolute amounts leaves them), or whether a block is kept (1) or dropped (0)."""
+    if space.blocks is not None:
+        return [1 if a == 0 else 0 for a in amounts]
     if space.groups is not None:
         group = space.groups[unit]
         scores = {group.cls: torch.zeros(group.size)}
@@ -171,7 +195,10 @@ def _planned(space: UnitSpace, target: Target, amount: float,
 
 def proxy_drops(space: UnitSpace, unit: int, amounts: Sequence[float], counts: Sequence[int],
                 criterion: Criterion) -> list[float]:
-    """The data-free proxy (see the module docstring) at each amount: the squared share of the unit's scores removed."""
+    """The proxy (see the module docstring) at each amount: the squared share of the unit's scores removed, or a
+    block's influence once dropped."""
+    if space.influence is not None:
+        return [0.0 if kept else space.influence[unit] for kept in counts]
     if space.groups is not None:
         assert isinstance(space.perturber, GroupPerturber)
         if not space.perturber.scores:

@@ -142,26 +142,19 @@ def _calibration(run: PruneRun) -> Calibration:
         ) from None
 
 
+def _picked(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The named options as keyword arguments of the library call they share their names with."""
+    return {name: getattr(args, name) for name in names}
+
+
 def _mask_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options of :func:`secateurs.prune` besides the criterion, amount, granularity and scope."""
-    return {
-        "normalize_scores": args.normalize_scores,
-        "include": args.include,
-        "exclude": args.exclude,
-        "allow_noop": args.allow_noop,
-    }
+    return _picked(args, "normalize_scores", "include", "exclude", "allow_noop")
 
 
 def _shrink_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options of :func:`secateurs.shrink` (also used between fine-tuning cycles)."""
-    return {
-        "exclude": args.exclude,
-        "round_to": args.round_to,
-        "prune_normalized": args.prune_normalized,
-        "scored_by": args.scored_by,
-        "normalize_scores": args.normalize_scores,
-        "allow_noop": args.allow_noop,
-    }
+    return _picked(args, "exclude", "round_to", "prune_normalized", "scored_by", "normalize_scores", "allow_noop")
 
 
 def _record(run: PruneRun, report: PruneReport | None = None, **extra: Any) -> None:

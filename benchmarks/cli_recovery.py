@@ -6,8 +6,9 @@ point. Two parts, each over several seeds (``--seed`` sets the order of the trai
 
 * ``cli``: that exact command and the variants that tell the causes apart, as real subprocesses:
   the learning rate (the old default ``--lr 0.003`` against the new one, ``secateurs.recovery.FINETUNE_LR``);
-  the scope (``--scope local``, the CLI's default, prunes the first convolution, 144 weights, to 14, while
-  ``benchmarks/recovery.py`` ranks globally; ``--exclude 'features.conv1.*'`` keeps that one layer dense);
+  the scope (``--scope local``, the CLI's default before ``recover`` ranked unstructured weights globally by
+  default, prunes the first convolution, 144 weights, to 14; ``--exclude 'features.conv1.*'`` keeps that layer
+  dense);
   the epochs (``--finetune 20``); and 50% of channels, one-shot then fine-tuning, to check that the new
   learning rate costs structured pruning nothing.
 * ``span``: the schedule span, which has no option: the same run through :func:`secateurs.recovery.recover`
@@ -45,17 +46,18 @@ from secateurs.sources import load_model
 HERE = Path(__file__).resolve().parent
 BASE = ["prune", "demo", "--method", "magnitude", "--amount", "0.9", "--schedule", "gradual", "--finetune", "10"]
 STRUCTURED = ["prune", "demo", "--method", "l2", "--granularity", "channel", "--amount", "0.5", "--finetune", "10"]
-OLD_LR, NEW, GLOBAL, EXCLUDE, LONGER, CHANNELS_OLD, CHANNELS_NEW = (
-    "issue's command, old default --lr 0.003", "issue's command, new defaults", "new defaults, --scope global",
-    "new defaults, --exclude 'features.conv1.*'", "new defaults, --finetune 20", "50% channels one-shot, old --lr 0.003",
-    "50% channels one-shot, new defaults",
+OLD, LOCAL, NEW, EXCLUDE, LONGER, CHANNELS_OLD, CHANNELS_NEW = (
+    "old defaults (--lr 0.003, per-layer ranking)", "new --lr, --scope local (the old default scope)",
+    "issue's command, new defaults (--lr 0.01, global ranking)", "--scope local --exclude 'features.conv1.*'",
+    "--scope local, --finetune 20", "50% channels one-shot, old --lr 0.003", "50% channels one-shot, new defaults",
 )  # fmt: skip
+LOCAL_ONLY = ["--scope", "local"]
 VARIANTS = (
-    (OLD_LR, [*BASE, "--lr", "0.003"]),
+    (OLD, [*BASE, "--lr", "0.003", *LOCAL_ONLY]),
+    (LOCAL, [*BASE, *LOCAL_ONLY]),
     (NEW, BASE),
-    (GLOBAL, [*BASE, "--scope", "global"]),
-    (EXCLUDE, [*BASE, "--exclude", "features.conv1.*"]),
-    (LONGER, [*BASE[:-1], "20"]),
+    (EXCLUDE, [*BASE, *LOCAL_ONLY, "--exclude", "features.conv1.*"]),
+    (LONGER, [*BASE[:-1], "20", *LOCAL_ONLY]),
     (CHANNELS_OLD, [*STRUCTURED, "--lr", "0.003"]),
     (CHANNELS_NEW, STRUCTURED),
 )
@@ -172,14 +174,15 @@ def reading(parts: dict, dense: float) -> list[str]:
     if "cli" in parts:
         mean = {row["label"]: statistics.fmean(_finals(row)) for row in parts["cli"]["rows"]}
         lines += [
-            f"- Learning rate: the new default (0.01) ends {mean[NEW] - mean[OLD_LR]:+.1f} points against the old "
-            f"0.003 on the issue's command ({mean[OLD_LR]:.1f}% -> {mean[NEW]:.1f}%, dense {dense:.1f}%).",
-            f"- The rest of the gap is the request, not the fine-tuning recipe: `--scope local` prunes the first "
-            f"convolution (144 weights) to 14 weights. Kept dense (`--exclude`) the same command ends at "
-            f"{mean[EXCLUDE]:.1f}%, ranked globally at {mean[GLOBAL]:.1f}%, and with twice the epochs at "
-            f"{mean[LONGER]:.1f}%.",
-            f"- Structured pruning recovers alike with both learning rates ({mean[CHANNELS_OLD]:.1f}% and "
-            f"{mean[CHANNELS_NEW]:.1f}%).",
+            f"- The issue's command now ends {dense - mean[NEW]:.1f} points below dense ({mean[NEW]:.1f}%), against "
+            f"{dense - mean[OLD]:.1f} with the old defaults ({mean[OLD]:.1f}%).",
+            f"- Learning rate 0.003 -> 0.01 (per-layer ranking both times): {mean[OLD]:.1f}% -> {mean[LOCAL]:.1f}%.",
+            f"- Ranking: per-layer ranking (`--scope local`) prunes the first convolution (144 weights) to 14 "
+            f"weights; `recover` (and so `--finetune`) now ranks unstructured weights across the model by default "
+            f"(`secateurs.recovery.default_scope`): {mean[LOCAL]:.1f}% -> {mean[NEW]:.1f}%. Per-layer ranking with "
+            f"that layer kept dense ends at {mean[EXCLUDE]:.1f}%, with twice the epochs at {mean[LONGER]:.1f}%.",
+            f"- Structured pruning (ranked per group, unchanged) recovers alike with both learning rates "
+            f"({mean[CHANNELS_OLD]:.1f}% and {mean[CHANNELS_NEW]:.1f}%).",
         ]
     if "span" in parts:
         spans = ", ".join(f"{row['span']:.0%}: {statistics.fmean(_finals(row)):.1f}%" for row in parts["span"]["rows"])

@@ -20,3 +20,20 @@ def transformers(monkeypatch):
     """The transformers package, offline (skips the test where it is not installed)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return pytest.importorskip("transformers")
+
+
+@pytest.fixture()
+def demo_cache(tmp_path, monkeypatch):
+    """The demo CNN in the cache, untrained: loading it is instant, and these tests check behaviour, not accuracy."""
+    pytest.importorskip("sklearn")
+    import safetensors.torch
+
+    from secateurs.demo import build_model, load_dataset
+    from secateurs.demo.model import TrainConfig, _cache_path
+
+    monkeypatch.setenv("SECATEURS_CACHE", str(tmp_path / "cache"))
+    path = _cache_path("digits", TrainConfig())
+    path.parent.mkdir(parents=True)
+    model = build_model(load_dataset("digits"))
+    safetensors.torch.save_file(model.state_dict(), str(path), metadata={"accuracy": "0.1", "train_seconds": "0"})
+    return tmp_path

@@ -7,7 +7,6 @@ import json
 import math
 
 import pytest
-import safetensors.torch
 import torch
 from torch import nn
 
@@ -322,20 +321,6 @@ def test_table_and_per_layer_patterns():
 
 # ---- the command line ----------------------------------------------------------------------------
 
-
-@pytest.fixture()
-def demo_cache(tmp_path, monkeypatch):
-    """The demo CNN in the cache, untrained: loading it is instant, and these tests check behaviour, not accuracy."""
-    pytest.importorskip("sklearn")
-    from secateurs.demo import build_model, load_dataset
-    from secateurs.demo.model import TrainConfig, _cache_path
-
-    monkeypatch.setenv("SECATEURS_CACHE", str(tmp_path / "cache"))
-    path = _cache_path("digits", TrainConfig())
-    path.parent.mkdir(parents=True)
-    model = build_model(load_dataset("digits"))
-    safetensors.torch.save_file(model.state_dict(), str(path), metadata={"accuracy": "0.1", "train_seconds": "0"})
-    return tmp_path
 
 
 def test_cli_scans_the_demo_with_the_proxy(demo_cache, capsys):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import safetensors.torch
 import yaml
 
@@ -23,20 +22,6 @@ steps:
   - report:
 """
 
-
-@pytest.fixture()
-def demo_cache(tmp_path, monkeypatch):
-    """The demo CNN in the cache, untrained: loading it is instant, and these tests check behaviour, not accuracy."""
-    pytest.importorskip("sklearn")
-    from secateurs.demo import build_model, load_dataset
-    from secateurs.demo.model import TrainConfig, _cache_path
-
-    monkeypatch.setenv("SECATEURS_CACHE", str(tmp_path / "cache"))
-    path = _cache_path("digits", TrainConfig())
-    path.parent.mkdir(parents=True)
-    model = build_model(load_dataset("digits"))
-    safetensors.torch.save_file(model.state_dict(), str(path), metadata={"accuracy": "0.1", "train_seconds": "0"})
-    return tmp_path
 
 
 def _recipe(tmp_path: Path, text: str = RECIPE) -> Path:

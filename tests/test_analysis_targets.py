@@ -303,22 +303,6 @@ def test_prune_with_data_takes_the_allocation(gpt2):
 # ---- the command line ----------------------------------------------------------------------------
 
 
-@pytest.fixture()
-def demo_cache(tmp_path, monkeypatch):
-    """The demo CNN in the cache, untrained: loading it is instant, and these tests check behaviour, not accuracy."""
-    pytest.importorskip("sklearn")
-    import safetensors.torch
-
-    from secateurs.demo import build_model, load_dataset
-    from secateurs.demo.model import TrainConfig, _cache_path
-
-    monkeypatch.setenv("SECATEURS_CACHE", str(tmp_path / "cache"))
-    path = _cache_path("digits", TrainConfig())
-    path.parent.mkdir(parents=True)
-    model = build_model(load_dataset("digits"))
-    safetensors.torch.save_file(model.state_dict(), str(path), metadata={"accuracy": "0.1", "train_seconds": "0"})
-    return tmp_path
-
 
 def test_cli_prunes_the_demo_to_a_macs_target(demo_cache, capsys):
     from secateurs.cli.app import main
@@ -351,3 +335,20 @@ def test_cli_refuses_bad_targets_before_loading(args, fragment, capsys):
 
     assert main(["prune", "demo", *args]) == 2
     assert fragment in capsys.readouterr().err
+
+
+def test_cli_drops_whole_blocks_to_a_target_and_keeps_the_excluded_ones(tmp_path, monkeypatch, capsys):
+    from secateurs.cli.app import main
+
+    (tmp_path / "small_resnet.py").write_text(
+        "import torchvision\n\ndef build():\n    return torchvision.models.resnet18(num_classes=10)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main(["prune", "python:small_resnet:build", "--input-shape", "1,3,32,32", "--granularity", "layer",
+                 "--shrink", "--target", "macs=0.8", "--exclude", "layer1.*", "--no-latency", "--json", "--no-eval"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    payload = json.loads(printed.out)
+    removed = payload["shrink"]["removed_layers"]
+    assert removed and not any(name.startswith("layer1.") for name in removed)
+    assert payload["achieved"] <= 0.8 * 1.005 and payload["macs_after"] < payload["macs_before"]

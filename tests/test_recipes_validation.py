@@ -64,7 +64,7 @@ BROKEN = {
     "bad value": ("model: demo\nsteps:\n  - evaluate: {}\n  - prune: {amount: 1.5}\n",
                   "r.yaml: steps[1].prune.amount: '1.5' is not an amount: give a fraction in [0, 1]"),
     "bad choice": ("model: demo\nsteps:\n  - prune: {amount: 0.3, scope: globl}\n",
-                   "r.yaml: steps[0].prune.scope: must be one of local, global, got 'globl'"),
+                   "r.yaml: steps[0].prune.scope: must be one of local, global, row, got 'globl'"),
     "bad flag": ("model: demo\nsteps:\n  - prune: {amount: 0.3, shrink: yes please}\n",
                  "steps[0].prune.shrink: must be true or false, got 'yes please'"),
     "bad model spec": ("model: torchvison:resnet18\nsteps:\n  - prune: {amount: 0.3}\n",
@@ -110,7 +110,7 @@ def test_check_prints_every_problem_and_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert sorted(err) == [
         f"secateurs: error: {path}: steps[0].prune.amout: unknown key; did you mean amount?",
-        f"secateurs: error: {path}: steps[0].prune.scope: must be one of local, global, got 'globl'",
+        f"secateurs: error: {path}: steps[0].prune.scope: must be one of local, global, row, got 'globl'",
         f"secateurs: error: {path}: steps[1]: unknown step kind 'prun'; did you mean prune?",
     ]
 

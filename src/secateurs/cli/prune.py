@@ -60,6 +60,7 @@ COMMAND = Command(
         "  secateurs prune demo --method l2 --granularity channel --amount 0.3 --json\n"
         "  secateurs prune minilm --granularity 2:4 --exclude '*attention*' --out minilm-24\n"
         "  secateurs prune resnet18-50 --amount 0.7 --scope global --out resnet18-70\n"
+        "  secateurs prune hf:llama-7b --stream --method wanda --amount 0.5 --calibration english --out llama-7b-50\n"
         "  secateurs prune demo --method l2 --granularity channel --scope global --no-normalize-scores --amount 0.3"
     ),
 )

@@ -91,9 +91,49 @@ def _table(r: dict[str, Any], comparison: LatencyComparison | None) -> list[str]
     return lines
 
 
+def _streamed_headline(r: dict[str, Any]) -> str:
+    """What a streamed run did, in one line: masks, or whole blocks removed by their influence."""
+    if "removed_layers" in r:
+        removed = ", ".join(f"{name} ({r['influence'][name]:.3g})" for name in r["removed_layers"])
+        blocks = f"{len(r['removed_layers'])} of {plural(len(r['influence']), 'block')}"
+        return (f"Streamed {r['model']} block by block: {blocks} removed, the least influential on the calibration "
+                f"data (1 - cos of their input and output): {removed}")  # fmt: skip
+    amount = "N:M" if r["amount"] is None else r["amount"]
+    pruned = f"{plural(r['layers_pruned'], 'layer')} pruned to {r['pruned_sparsity']:.1%}"
+    return (f"Streamed {r['model']} block by block: {r['method']}, {r['granularity']}, {r['scope']}, amount {amount}; "
+            f"{pruned}, {len(r['layers_skipped'])} left alone")  # fmt: skip
+
+
+def _streamed_report(r: dict[str, Any], run: PruneRun) -> str:
+    """What a streamed run did, where its time and memory went, and how to load its output."""
+    peak = "estimated peak" + (f"; this process peaked at {human_bytes(r['peak_rss_bytes'])}" if r["peak_rss_bytes"] else "")
+    steps = ", ".join(f"{step} {seconds:.1f}" for step, seconds in r["step_seconds"].items())
+    removed = f"{r['pruned_sparsity']:.1%} removed" if "removed_layers" in r else f"{r['sparsity']:.1%} zeroed by pruning"
+    lines = [
+        _streamed_headline(r),
+        *([f"Streamed because {r['stream_reason']}."] if "stream_reason" in r else []),
+        "",
+        row("", "before", "after"),
+        row("parameters", f"{r['params_before']:,}", f"{r['params_after']:,}", removed),
+        row("size on disk", human_bytes(r["size_bytes_before"]), human_bytes(r["size_bytes_after"]), "checkpoint / output"),
+        row("memory", "", human_bytes(r["memory"]["peak"]), peak),
+        row("seconds", "", f"{sum(r['step_seconds'].values()):.1f}", f"over {plural(r['blocks'], 'block')}: {steps}"),
+    ]  # fmt: skip
+    if r["resumed_from"]:
+        lines.append(f"Resumed from block {r['resumed_from']} of an unfinished run in {r['output_dir']}.")
+    if run.args.layers and run.reports:  # whole blocks removed keep no per-layer table
+        lines += ["", str(run.reports[-1])]
+    saved = (f"Saved to {r['output_dir']}/ (a Hugging Face directory, {r['format']} shards, {len(r['files'])} files, "
+             f"{human_bytes(r['size_bytes_after'])}); load it with {r['load_with']}")  # fmt: skip
+    lines += ["", saved]
+    return "\n".join(lines)
+
+
 def format_prune_result(run: PruneRun) -> str:
     """The human-readable report of ``secateurs prune``."""
     r = prune_result(run)
+    if run.streamed is not None:
+        return _streamed_report(r, run)
     lines = [_headline(r), *_target_lines(r), "", *_table(r, run.latency)]
     if run.latency is not None and run.latency.noisy:
         lines.append(noisy_latency_warning(run.latency.spread))

@@ -13,6 +13,7 @@ comes from; docs/recipes.md lists both.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -50,6 +51,7 @@ from secateurs.recipes.arguments import (
 )
 from secateurs.recovery import FINETUNE_LR
 from secateurs.sources import available_sources
+from secateurs.streaming import MemoryBudgetError, parse_memory
 
 #: How an option takes its value. ``value``: ``--key VALUE``; ``flag``: ``--key`` sets true; ``off``:
 #: ``--no-key`` sets false; ``toggle``: ``--key``/``--no-key``; ``append``: ``--key V`` repeated, a list;
@@ -201,8 +203,10 @@ PRUNING = OptionGroup("pruning", (
         "with --shrink also head (attention heads) or layer (whole residual blocks) (default %(default)s)",
     ),
     Option(
-        "scope", choices=("local", "global"), default="local",
-        help="rank within each layer (local) or across all selected layers (global) (default %(default)s)",
+        "scope", choices=("local", "global", "row"),
+        help="rank within each layer (local), across all selected layers (global) or within each output row (row: "
+        "unstructured and block:R[xC] only) (default: local; with --finetune, global for unstructured weights; "
+        "Wanda: row)",
     ),
     Option(
         "normalize_scores", kind="toggle", default=True,
@@ -261,6 +265,34 @@ CALIBRATION = OptionGroup(f"data-aware pruning (--method {', '.join(available_me
     Option(
         "allocation", choices=("uniform", "owl"), default="uniform",
         help="sparsity per block: uniform, or owl (less for blocks with more outlier weights) (default %(default)s)",
+    ),
+))  # fmt: skip
+
+
+def memory_size_arg(text: str) -> int:
+    """Bytes from ``4GB``, ``512MB`` (binary units) or a plain number of bytes."""
+    try:
+        return parse_memory(text)
+    except MemoryBudgetError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a memory size; write it as 4GB, 512MB or a number of bytes") from None
+
+
+STREAMING = OptionGroup("models larger than memory (hf:DIR safetensors checkpoints; see docs/streaming.md)", (
+    Option(
+        "stream", kind="toggle",
+        help="prune block by block, never holding the whole model: each block is read from the checkpoint, pruned, "
+        "written to --out (a Hugging Face directory) and freed (default: chosen when pruning in memory would need "
+        "more than the memory available or --max-memory; --no-stream loads the model anyway)",
+    ),
+    Option(
+        "max_memory", parse=memory_size_arg, metavar="SIZE",
+        help="memory the run may use, e.g. 4GB or 512MB: pruning in memory beyond it streams instead, and a "
+        "streamed run whose estimated peak is larger is refused before any block is pruned",
+    ),
+    Option(
+        "activations_dtype", choices=("float32", "bfloat16"),
+        help="dtype of a streamed run's calibration activations between blocks: bfloat16 halves their memory "
+        "(default: the checkpoint's dtype, at least float32)",
     ),
 ))  # fmt: skip
 
@@ -325,14 +357,15 @@ PRUNE_OUTPUT = OptionGroup("output", (
         help="replace DIR if it exists (only a directory secateurs wrote)",
     ),
     Option(
-        "format", choices=("sparse", "dense", "both"), default="sparse",
-        help="weights file: sparse (bitmask + nonzeros, small), dense (plain safetensors) or both (default %(default)s)",
+        "format", choices=("sparse", "dense", "both"),
+        help="weights file: sparse (bitmask + nonzeros, small), dense (plain safetensors) or both (default: sparse; "
+        "with --stream, dense, which plain from_pretrained loads)",
     ),
     json_option("every number of the report, and what was run"),
     Option("layers", kind="flag", default=False, cli_only=True, help="also print the per-layer pruning table"),
 ))  # fmt: skip
 
-PRUNE_GROUPS = (MODEL_GROUP, PRUNING, STRUCTURAL, CALIBRATION, TARGET, RECOVERY, PRUNE_MEASUREMENT, PRUNE_OUTPUT)
+PRUNE_GROUPS = (MODEL_GROUP, PRUNING, STRUCTURAL, CALIBRATION, STREAMING, TARGET, RECOVERY, PRUNE_MEASUREMENT, PRUNE_OUTPUT)
 
 
 # ---- secateurs sensitivity -----------------------------------------------------------------------

@@ -10,12 +10,15 @@ argparse Namespace, or a recipe step's validated options); refusals are :class:`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from secateurs.analysis import (
@@ -41,10 +44,24 @@ from secateurs.measure import LatencyComparison, Measurements, compare_latency, 
 from secateurs.recipes.errors import OptionError
 from secateurs.recipes.options import measure_options
 from secateurs.recipes.progress import interactive, say
-from secateurs.recipes.prune_checks import check_request, uses_data
+from secateurs.recipes.prune_checks import (
+    check_in_memory_request,
+    check_request,
+    check_stream_request,
+    checkpoint_directory,
+    streaming_reason,
+    uses_data,
+)
 from secateurs.recovery import recover
 from secateurs.sources import LoadedModel, load_model, portable_files
 from secateurs.storage import SavedModel, check_output_dir, estimated_bytes, save_pruned
+from secateurs.streaming import (
+    DepthReport,
+    MemoryBudgetError,
+    StreamReport,
+    prune_streaming,
+    prune_streaming_depth,
+)
 from secateurs.structural import ShrinkReport, shrink
 from secateurs.version import __version__
 
@@ -73,6 +90,8 @@ class PruneRun:
     #: Per-layer amounts chosen for --target or --max-drop, for the pruning step.
     allocation: Allocation | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    #: What a streamed run (--stream) did: masks, or whole blocks removed; None when the model was pruned in memory.
+    streamed: StreamReport | DepthReport | None = None
     #: Extra keys for the JSON output, set by steps.
     result: dict[str, Any] = field(default_factory=dict)
 
@@ -96,6 +115,8 @@ class Step:
     run: Callable[[PruneRun], None]
     enabled: Callable[[argparse.Namespace], bool] = lambda args: True
     message: str = ""
+    #: Whether the step also runs when the model is streamed (--stream), which never loads it whole.
+    streamed: bool = False
 
 
 # ---- how options map to library arguments --------------------------------------------------------
@@ -126,15 +147,17 @@ def _calibration_source(run: PruneRun) -> Any:
     return sample_examples(train, args.calibration_samples, **_seed(args)) if isinstance(train, tuple) else train
 
 
-def _calibration(run: PruneRun) -> Calibration:
-    """The calibration set, shaped by --calibration-samples, --tokenizer, --seq-len and --seed (images are
-    sized to the model's input shape); a missing tokenizer is told as the option that supplies one."""
-    args = run.args
+def _calibration_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments of :func:`secateurs.data.load_calibration` that --tokenizer, --calibration-samples, --seq-len
+    and --seed give (the streamed path passes them to :func:`secateurs.streaming.prune_streaming`)."""
+    return {"tokenizer": args.tokenizer, "num_samples": args.calibration_samples, "seq_len": args.seq_len, **_seed(args)}
+
+
+@contextlib.contextmanager
+def _tokenizer_named(args: argparse.Namespace) -> Iterator[None]:
+    """A missing tokenizer, told as the option that supplies one."""
     try:
-        return load_calibration(
-            _calibration_source(run), run.model, tokenizer=args.tokenizer, num_samples=args.calibration_samples,
-            seq_len=args.seq_len, input_shape=run.loaded_model.input_shape, **_seed(args),
-        )  # fmt: skip
+        yield
     except TokenizerNeededError:
         raise OptionError("calibration",
             f"--calibration {args.calibration} is text, and no tokenizer was found for {args.model}: add "
@@ -142,9 +165,33 @@ def _calibration(run: PruneRun) -> Calibration:
         ) from None
 
 
+def _calibration(run: PruneRun) -> Calibration:
+    """The calibration set, shaped by --calibration-samples, --tokenizer, --seq-len and --seed (images are
+    sized to the model's input shape)."""
+    with _tokenizer_named(run.args):
+        return load_calibration(_calibration_source(run), run.model, input_shape=run.loaded_model.input_shape,
+                                **_calibration_options(run.args))  # fmt: skip
+
+
 def _picked(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     """The named options as keyword arguments of the library call they share their names with."""
     return {name: getattr(args, name) for name in names}
+
+
+def _scope(args: argparse.Namespace) -> dict[str, Any]:
+    """``scope=`` when --scope was given; otherwise the library function's own default decides."""
+    return {} if args.scope is None else {"scope": args.scope}
+
+
+def _data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options :func:`secateurs.prune_with_data` and :func:`secateurs.streaming.prune_streaming` share, besides
+    the calibration set and the amount."""
+    return _picked(args, "method", "granularity", "allocation", "scope", "include", "exclude", "device", "allow_noop")
+
+
+def weights_format(args: argparse.Namespace) -> str:
+    """--format: by default sparse in memory (secateurs' own directory), dense streamed (plain from_pretrained)."""
+    return args.format or ("dense" if args.stream else "sparse")
 
 
 def _mask_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -166,7 +213,7 @@ def _record(run: PruneRun, report: PruneReport | None = None, **extra: Any) -> N
         {
             "method": args.method,
             "granularity": args.granularity,
-            "scope": args.scope,
+            "scope": getattr(report, "scope", args.scope),
             "normalize_scores": args.normalize_scores,
             "amount": args.amount,
             "seed": args.seed,
@@ -194,7 +241,7 @@ def _load(run: PruneRun) -> None:
     if run.loaded.manifest is not None and not run.records:  # records given: a recipe's earlier steps
         run.records = list(run.loaded.manifest.pruning)
     if args.out is not None:
-        check_output_dir(args.out, args.overwrite, needed_bytes=estimated_bytes(run.model, args.format))
+        check_output_dir(args.out, args.overwrite, needed_bytes=estimated_bytes(run.model, weights_format(args)))
 
 
 def _measure(run: PruneRun) -> tuple[Measurements, dict[str, float] | None]:
@@ -237,8 +284,7 @@ def _prune(run: PruneRun) -> None:
         args.amount,
         method=criterion,
         granularity=args.granularity,
-        scope=args.scope,
-        **{**_mask_options(args), **_allocated(run)},
+        **{**_scope(args), **_mask_options(args), **_allocated(run)},
     )
     _record(
         run, report, criterion=repr(criterion), layers_pruned=len(report.layers), layers_skipped=len(report.skipped),
@@ -249,22 +295,11 @@ def _prune(run: PruneRun) -> None:
 def _prune_with_data(run: PruneRun) -> None:
     """Wanda, SparseGPT, Taylor or OWL-allocated pruning, block by block on the calibration set."""
     args = run.args
+    allocated = {"include": _allocated(run).get("include", args.include), "per_layer": _allocated(run).get("per_layer")}
     report = prune_with_data(
-        run.model,
-        _calibration(run),
-        args.amount,
-        method=args.method,
-        granularity=args.granularity,
-        allocation=args.allocation,
-        scope=args.scope if args.scope == "global" else None,  # local: the method's own comparison group
-        include=_allocated(run).get("include", args.include),
-        exclude=args.exclude,
-        per_layer=_allocated(run).get("per_layer"),
-        device=args.device,
-        progress=interactive(),
-        allow_noop=args.allow_noop,
+        run.model, _calibration(run), args.amount, **{**_data_options(args), **allocated}, progress=interactive(),
         **_seed(args),
-    )
+    )  # fmt: skip
     _record(
         run, report, allocation=args.allocation, calibration=report.calibration, block_amounts=report.block_amounts,
         sparsity=report.sparsity, seconds=report.seconds,
@@ -311,11 +346,11 @@ def _shrink(run: PruneRun) -> None:
         args.amount if run.allocation is None else 0.0,  # the allocation names every group
         granularity=args.granularity,
         method=criterion,
-        scope=args.scope,
-        **{**_shrink_options(args), **_allocated(run)},
+        **{**_scope(args), **_shrink_options(args), **_allocated(run)},
     )
     run.result.update(_shrink_result(report))
-    _record(run, criterion=repr(criterion), shrink=True, max_abs_diff=report.max_abs_diff, params=report.params_after)
+    _record(run, criterion=repr(criterion), shrink=True, scope=report.scope, max_abs_diff=report.max_abs_diff,
+            params=report.params_after)
 
 
 def _recover(run: PruneRun) -> None:
@@ -352,10 +387,16 @@ def _recover(run: PruneRun) -> None:
     kept = ("accuracy_dense", "accuracy_pruned", "accuracy_finetuned", "recovered", "schedule", "epochs")
     run.result.update({key: summary[key] for key in kept})
     _record(
-        run, criterion=repr(criterion), schedule=summary["schedule"], finetune_epochs=args.finetune, lr=args.lr,
+        run, criterion=repr(criterion), scope=_used_scope(result.events, args.scope), schedule=summary["schedule"], finetune_epochs=args.finetune, lr=args.lr,
         distill=args.distill, accuracy_dense=result.accuracy_dense, accuracy_pruned=result.accuracy_pruned,
         accuracy_finetuned=result.accuracy_finetuned, sparsity=result.sparsity,
     )  # fmt: skip
+
+
+def _used_scope(events: list, asked: str | None) -> str | None:
+    """The scope the fine-tuning schedule's cuts ranked with (the library's default when --scope was not given)."""
+    scopes = [getattr(event.report, "scope", None) for event in events]
+    return next((scope for scope in reversed(scopes) if scope), asked)
 
 
 def _save(run: PruneRun) -> None:
@@ -367,7 +408,7 @@ def _save(run: PruneRun) -> None:
         input_shape=loaded.input_shape,
         task=loaded.task,
         pruning=run.records,
-        weights_format=args.format,
+        weights_format=weights_format(args),
         overwrite=args.overwrite,
         source_files=portable_files(loaded.spec),
         extra={
@@ -403,8 +444,6 @@ def _check_target(run: PruneRun) -> None:
         "(secateurs.recovery)": bool(args.finetune),
         "--scope global ranks across layers itself; --target chooses each layer's amount: drop --scope global":
             args.scope == "global",
-        "--target spreads amounts over masks, channels or heads; for whole blocks, find the fragile ones with "
-        "secateurs sensitivity --granularity layer and --exclude them": args.granularity == "layer",
         "--target does not plan --prune-normalized widths: drop --prune-normalized": args.prune_normalized,
         "--allocation owl sets each block's sparsity itself: drop it with --target": args.allocation == "owl",
         "--target latency needs units removed for real: add --shrink (masks leave dense kernels as slow as before)":
@@ -450,20 +489,91 @@ def _allocate(run: PruneRun) -> None:
 
 
 def _allocated(run: PruneRun) -> dict[str, Any]:
-    """The allocation as pruning arguments: ``per_layer``, or ``include`` for N:M; nothing without a target."""
-    if run.allocation is None:
+    """The allocation as pruning arguments: ``per_layer``, ``include`` for N:M, ``per_layer`` and the blocks kept
+    (``exclude``, with the user's own) for whole blocks; nothing without a target."""
+    allocation = run.allocation
+    if allocation is None:
         return {}
-    if run.allocation.include is not None:
-        return {"include": run.allocation.include}
-    return {"per_layer": run.allocation.per_layer}
+    if allocation.include is not None:
+        return {"include": allocation.include}
+    if allocation.exclude is not None:
+        return {"per_layer": allocation.per_layer, "exclude": [*allocation.exclude, *(run.args.exclude or [])]}
+    return {"per_layer": allocation.per_layer}
+
+
+# ---- streaming: models larger than memory ---------------------------------------------------------------
+
+#: --activations-dtype's values.
+ACTIVATION_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _choose_streaming(run: PruneRun) -> None:
+    """Stream when --stream says so or, without --stream/--no-stream, when an hf:DIR checkpoint would not fit in
+    memory (said on stderr, with the sizes); then refuse what the chosen path cannot do, before any loading."""
+    args = run.args
+    reason = streaming_reason(args) if args.stream is None and run.loaded is None else None
+    args.stream = bool(args.stream) or reason is not None
+    if not args.stream:
+        check_in_memory_request(args)
+        return
+    try:
+        check_stream_request(args, in_recipe=run.loaded is not None)
+    except OptionError as exc:
+        if reason is None:
+            raise
+        message = f"{reason}, so it would be streamed, but {exc} (or add --no-stream to load it anyway)"
+        raise OptionError(exc.key, message) from None
+    if reason is not None:
+        run.result["stream_reason"] = reason
+        print(f"secateurs: {reason}: streaming it block by block (--no-stream loads it anyway)", file=sys.stderr, flush=True)
+
+
+def _streamed_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What every streamed run takes: the calibration options, --max-memory and --activations-dtype."""
+    activations_dtype = ACTIVATION_DTYPES.get(args.activations_dtype)
+    # progress=True: per-block lines in logs too, which long runs need
+    return {**_calibration_options(args), "max_memory": args.max_memory, "activations_dtype": activations_dtype,
+            "progress": True}  # fmt: skip
+
+
+def _stream(run: PruneRun) -> None:
+    """Prune the hf:DIR checkpoint block by block into --out: masks (:func:`secateurs.streaming.prune_streaming`),
+    or whole blocks by their influence with --granularity layer (:func:`secateurs.streaming.prune_streaming_depth`)."""
+    args = run.args
+    directory = checkpoint_directory(args.model)
+    try:
+        with _tokenizer_named(args):
+            if args.granularity == "layer":
+                run.streamed = prune_streaming_depth(
+                    directory, args.out, args.calibration, args.amount, exclude=args.exclude, device=args.device,
+                    **_streamed_options(args),
+                )  # fmt: skip
+            else:
+                run.streamed = prune_streaming(
+                    directory, args.out, args.calibration, args.amount, **_data_options(args), **_streamed_options(args),
+                    weights_format=weights_format(args), resume=not args.overwrite,
+                )  # fmt: skip
+    except MemoryBudgetError as exc:
+        needed = str(exc).split(";")[0]
+        raise OptionError("max_memory",
+            f"{needed}; use fewer --calibration-samples, a shorter --seq-len, --activations-dtype bfloat16, --method "
+            "wanda instead of sparsegpt (no Hessians), or a larger --max-memory"
+        ) from None  # fmt: skip
+    if isinstance(run.streamed, StreamReport):
+        run.reports.append(run.streamed.prune)
 
 
 # ---- the registry --------------------------------------------------------------------------------
 
 
 PRUNE_STEPS: list[Step] = [
-    Step("check", _check),
-    Step("check-target", _check_target),
+    Step("choose-stream", _choose_streaming, streamed=True),
+    Step("check", _check, streamed=True),
+    Step("check-target", _check_target, streamed=True),
+    Step(
+        "stream", _stream, enabled=lambda args: bool(args.stream), streamed=True,
+        message="pruning {args.model} block by block into {args.out}",
+    ),
     Step("load", _load, message="loading {args.model}"),
     Step("measure-before", _measure_before, message="measuring the model"),
     Step(
@@ -499,9 +609,10 @@ def add_prune_step(step: Step, *, after: str | None = None, before: str | None =
 
 
 def run_steps(run: PruneRun) -> None:
-    """Run the enabled steps in order, each announced to people at a terminal and timed into ``run.seconds``."""
+    """Run the enabled steps in order (in a streamed run, only those marked ``streamed``), each announced to people
+    at a terminal and timed into ``run.seconds``."""
     for step in PRUNE_STEPS:
-        if not step.enabled(run.args):
+        if not step.enabled(run.args) or (run.args.stream and not step.streamed):
             continue
         if step.message:
             say(step.message.format(args=run.args))

@@ -3,10 +3,20 @@
 
 from __future__ import annotations
 
+import json
+import math
+import sys
 from typing import Any
 
 from secateurs.measure import LatencyComparison
-from secateurs.recipes.prune_pipeline import PruneRun
+from secateurs.recipes.prune_checks import checkpoint_directory
+from secateurs.recipes.prune_pipeline import PruneRun, weights_format
+from secateurs.streaming import Checkpoint, DepthReport, StreamReport
+
+try:
+    import resource
+except ImportError:  # Windows: no getrusage
+    resource = None  # type: ignore[assignment]
 
 #: The latency keys of ``secateurs prune --json``; all None with --no-latency.
 LATENCY_KEYS = (
@@ -22,6 +32,8 @@ LATENCY_KEYS = (
 
 def prune_result(run: PruneRun) -> dict[str, Any]:
     """The JSON object ``secateurs prune --json`` prints."""
+    if run.streamed is not None:
+        return streamed_result(run, run.streamed)
     before, after, loaded, args = run.before, run.after, run.loaded_model, run.args
     assert before is not None and after is not None, "both measure steps run"
     last = run.reports[-1] if run.reports else None
@@ -32,7 +44,7 @@ def prune_result(run: PruneRun) -> dict[str, Any]:
         "input_shape": list(loaded.input_shape) if loaded.input_shape else None,
         "method": args.method,
         "granularity": args.granularity,
-        "scope": args.scope,
+        "scope": run.records[-1]["scope"] if run.records else args.scope,
         "amount": args.amount,
         "seed": args.seed,
         "params_before": before.params,
@@ -107,3 +119,75 @@ def _target_result(run: PruneRun) -> dict[str, Any]:
         "latency": run.latency.ratios["after"].median if run.latency else allocation.achieved,
     }
     return {"target": allocation.to_dict(), "achieved": allocation.target.reading(ratios[allocation.cost])}
+
+
+#: Keys of the in-memory result that a streamed run does not measure (it never holds the model): all None.
+UNMEASURED_WHEN_STREAMED = (
+    "nonzero_before", "nonzero_after", "nonzero_removed", "macs_before", "macs_after", "nonzero_macs_after",
+    *LATENCY_KEYS, "metrics_before", "metrics_after",
+)  # fmt: skip
+
+
+def streamed_result(run: PruneRun, streamed: StreamReport | DepthReport) -> dict[str, Any]:
+    """The JSON object of a streamed run: the in-memory keys that apply (sizes and parameters from the headers;
+    with masks, the share of zeros the pruning made), the memory estimate, the process's peak and the seconds
+    per step; with --granularity layer, each block's influence and the blocks removed."""
+    args = run.args
+    checkpoint = Checkpoint(checkpoint_directory(args.model))
+    files = {f.name: f.stat().st_size for f in sorted(streamed.out_dir.iterdir()) if f.is_file()}
+    weights = "dense" if isinstance(streamed, DepthReport) else weights_format(args)
+    return {
+        "model": args.model, "source": args.model, "task": None, "input_shape": None, "method": args.method,
+        "granularity": args.granularity, "amount": args.amount, "seed": args.seed,
+        **(_depth_keys(streamed, checkpoint) if isinstance(streamed, DepthReport) else _mask_keys(streamed, checkpoint)),
+        "size_bytes_before": checkpoint.nbytes(), "size_bytes_after": sum(files.values()),
+        "output_dir": str(streamed.out_dir), "files": files, "seconds": run.seconds, "streamed": True,
+        "memory": streamed.memory.to_dict(), "peak_rss_bytes": _peak_rss_bytes(),
+        "step_seconds": streamed.step_seconds(), "blocks": len(streamed.blocks), "format": weights,
+        "load_with": _load_with(streamed, checkpoint, weights), **dict.fromkeys(UNMEASURED_WHEN_STREAMED), **run.result,
+    }  # fmt: skip
+
+
+def _params(checkpoint: Checkpoint) -> int:
+    """Elements of the checkpoint's floating-point tensors, from its headers."""
+    return sum(math.prod(info.shape) for info in checkpoint.tensors.values() if info.dtype.is_floating_point)
+
+
+def _mask_keys(streamed: StreamReport, checkpoint: Checkpoint) -> dict[str, Any]:
+    """The keys of a streamed run with masks: the shapes stay, the pruned layers gain zeros."""
+    report, params = streamed.prune, _params(checkpoint)
+    return {
+        "scope": report.scope, "params_before": params, "params_after": params, "params_removed": 0,
+        "sparsity": report.zeros / params,  # zeros the pruning made; the checkpoint's own are not read
+        "layers_pruned": len(report.layers), "pruned_sparsity": report.sparsity,
+        "layers_skipped": [{"name": s.name, "reason": s.reason} for s in report.skipped],
+        "dense_bytes_after": checkpoint.nbytes(), "resumed_from": streamed.resumed_from,
+    }  # fmt: skip
+
+
+def _depth_keys(streamed: DepthReport, checkpoint: Checkpoint) -> dict[str, Any]:
+    """The keys of a streamed depth pruning: parameters before and after, each block's influence, those removed."""
+    before, output = _params(checkpoint), Checkpoint(streamed.out_dir)
+    after = _params(output)
+    return {
+        "scope": None, "params_before": before, "params_after": after, "params_removed": before - after,
+        "sparsity": 0.0, "layers_pruned": len(streamed.dropped), "pruned_sparsity": 1 - after / before,
+        "layers_skipped": [], "dense_bytes_after": output.nbytes(), "resumed_from": 0,
+        "removed_layers": streamed.dropped, "influence": streamed.influence,
+    }  # fmt: skip
+
+
+def _peak_rss_bytes() -> int | None:
+    """This process's peak resident memory so far; None where the system does not say (Windows)."""
+    if resource is None:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+def _load_with(streamed: StreamReport | DepthReport, checkpoint: Checkpoint, weights: str) -> str:
+    """The Python that loads a streamed output."""
+    if weights == "sparse":
+        return "secateurs.storage.read_weights(SHARD) for each shard (write --format dense for plain from_pretrained)"
+    architectures = json.loads((checkpoint.directory / "config.json").read_text()).get("architectures")
+    return f"transformers.{(architectures or ['AutoModel'])[0]}.from_pretrained({str(streamed.out_dir)!r})"

@@ -151,7 +151,7 @@ def save_model(context: RunContext, step: RecipeStep, out: Path) -> None:
     loaded = context.loaded
     save_pruned(
         loaded.model, out / MODEL_FOLDER, source=loaded.spec, input_shape=loaded.input_shape, task=loaded.task,
-        pruning=context.records, weights_format=getattr(step.namespace, "format", "sparse"),
+        pruning=context.records, weights_format=getattr(step.namespace, "format", None) or "sparse",
         extra={"recipe": context.recipe.file, "step": step.path},
     )  # fmt: skip
 

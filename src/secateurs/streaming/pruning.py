@@ -60,7 +60,7 @@ class StreamReport:
 
     def step_seconds(self) -> dict[str, float]:
         """Seconds per step (read, forward, prune, recompute, write), summed over the blocks of this run."""
-        return {step: sum(b.seconds[step] for b in self.blocks) for step in STEPS}
+        return step_seconds(self.blocks)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +68,12 @@ class StreamReport:
             "blocks": [{"block": b.block, **b.seconds} for b in self.blocks], "resumed_from": self.resumed_from,
             "seconds": self.seconds, "step_seconds": self.step_seconds(),
         }  # fmt: skip
+
+
+def step_seconds(blocks: Iterable[BlockTiming]) -> dict[str, float]:
+    """Seconds per step (read, forward, prune, recompute, write), summed over ``blocks``."""
+    timings = list(blocks)
+    return {step: sum(b.seconds[step] for b in timings) for step in STEPS}
 
 
 def prune_streaming(
@@ -95,6 +101,7 @@ def prune_streaming(
     damping: float = 0.01,
     device: torch.device | str | None = None,
     progress: bool = True,
+    allow_noop: bool = False,
     max_memory: int | str | None = None,
     activations_dtype: torch.dtype | None = None,
     weights_format: FileFormat = "dense",
@@ -117,7 +124,7 @@ def prune_streaming(
     _check_options(method, allocation, scope, activations_dtype, weights_format)
     checkpoint = Checkpoint(checkpoint_dir)
     model = build_skeleton(checkpoint)
-    stack = _stack(model)
+    stack = block_stack_of(model)
     placement = Placement(model, checkpoint)
     chosen = get_method(method)
     data = None
@@ -126,7 +133,7 @@ def prune_streaming(
             raise PruningError(f"{method} with {allocation} allocation needs calibration data; pass calibration=...")
         data = load_calibration(calibration, model, tokenizer=tokenizer, num_samples=num_samples, seq_len=seq_len,
                                 batch_size=batch_size, seed=seed, unit=unit)  # fmt: skip
-    memory = _estimate(stack, placement, checkpoint, chosen.needs, data, activations_dtype)
+    memory = estimate_peak(stack, placement, checkpoint, chosen.needs, data, activations_dtype)
     if max_memory is not None:
         check_budget(memory, parse_memory(max_memory))
     writer = ShardWriter(out_dir, len(stack.blocks) + 1, weights_format)
@@ -143,7 +150,7 @@ def prune_streaming(
     report = prune_with_data(
         model, data, amount, method=method, granularity=granularity, allocation=allocation, scope=scope,
         include=include, exclude=exclude, per_layer=per_layer, owl_lambda=owl_lambda, owl_m=owl_m,
-        block_size=block_size, damping=damping, device=device, progress=progress, walker=walk,
+        block_size=block_size, damping=damping, device=device, progress=progress, allow_noop=allow_noop, walker=walk,
     )  # fmt: skip
     _finish(writer, checkpoint, walk)
     return StreamReport(report, writer.out_dir, memory, walk.timings, walk.resumed_from, time.perf_counter() - started)
@@ -165,7 +172,8 @@ def _check_options(method: str, allocation: str, scope: str | None, activations_
         raise PruningError(f"weights_format must be 'dense' or 'sparse', got {weights_format!r}")
 
 
-def _stack(model: torch.nn.Module) -> BlockStack:
+def block_stack_of(model: torch.nn.Module) -> BlockStack:
+    """The skeleton's stack of repeated blocks; refuses a model without one (nothing to walk block by block)."""
     stack = block_stack(model)
     if stack.whole_model:
         raise UnsupportedOperationError(
@@ -174,7 +182,7 @@ def _stack(model: torch.nn.Module) -> BlockStack:
     return stack
 
 
-def _estimate(stack: BlockStack, placement: Placement, checkpoint: Checkpoint, needs: Needs,
+def estimate_peak(stack: BlockStack, placement: Placement, checkpoint: Checkpoint, needs: Needs,
               data: Calibration | None, activations_dtype: torch.dtype | None) -> MemoryEstimate:  # fmt: skip
     """The run's peak, from the headers, the skeleton's shapes and the calibration set's size."""
     block_bytes = max(checkpoint.nbytes(placement.keys(placement.names_under(stack.block_name(i) + ".")))

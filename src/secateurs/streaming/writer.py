@@ -91,12 +91,16 @@ class ShardWriter:
             for entry in entries:
                 shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
-    def finish(self, checkpoint: Checkpoint, shard_keys: list[list[str]]) -> None:
-        """Copy the config and tokenizer files, write the index, and drop the resume state."""
+    def finish(self, checkpoint: Checkpoint, shard_keys: list[list[str]], config: str | None = None) -> None:
+        """Copy the config and tokenizer files (``config``: the text of config.json instead of the checkpoint's),
+        write the index, and drop the resume state."""
         for name in COPIED_FILES:
             if (checkpoint.directory / name).is_file():
                 with atomic_file(self.out_dir / name) as temp:
                     shutil.copyfile(checkpoint.directory / name, temp)
+        if config is not None:
+            with atomic_file(self.out_dir / "config.json") as temp:
+                temp.write_text(config)
         weight_map = {key: self.shard_name(i) for i, keys in enumerate(shard_keys) for key in keys}
         total = sum((self.out_dir / self.shard_name(i)).stat().st_size for i in range(self.num_shards))
         index = {"metadata": {"total_size": total, "secateurs.weights_format": self.weights_format},

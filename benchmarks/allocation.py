@@ -34,6 +34,7 @@ import copy
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -274,8 +275,13 @@ def header(runs: dict[str, dict]) -> list[str]:
     lines = ["# Allocation beats uniform at the same cost (issue 12)", "",
              f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} (shared machine).", ""]
     for part, run in runs.items():
-        lines.append(f"* {part}: `{run['command']}`, {run['threads']} threads, load at start `{run['load']}`, {run['time']}")
+        end = f", at end `{run['load_end']}`" if "load_end" in run else ""
+        lines.append(f"* {part}: `{run['command']}`, {run['threads']} threads, load at start `{run['load']}`{end}, {run['time']}")
     return lines + [""]
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def rows_of(result: dict) -> tuple[str, ...]:
@@ -301,9 +307,9 @@ def main() -> None:
         rows = ROWS
     except ImportError:
         rows = ROWS[:-1]
-    command = ("python benchmarks/allocation.py " + " ".join(sys.argv[1:])).strip()
+    command = ("python benchmarks/allocation.py " + shlex.join(sys.argv[1:])).strip()
     for part in args.parts:
-        load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+        load = uptime()
         started = time.perf_counter()
         if part == "cnn":
             results["cnn"] = [run_cnn(demo_setup(), rows), run_cnn(resnet_setup(args.dense_epochs), rows)]
@@ -312,7 +318,7 @@ def main() -> None:
             results["minilm"] = merged_minilm(results.get("minilm"), fresh) if args.merge else fresh
         partial = part == "minilm" and set(args.minilm_rows) != set(MINILM_ROWS)
         key = f"minilm rows {', '.join(args.minilm_rows)} (and uniform)" if partial else part
-        results["runs"][key] = {"command": command, "threads": args.threads, "load": load,
+        results["runs"][key] = {"command": command, "threads": args.threads, "load": load, "load_end": uptime(),
                                  "time": f"{time.perf_counter() - started:.0f} s"}  # fmt: skip
     lines = header(results["runs"])
     for result in results.get("cnn", []):

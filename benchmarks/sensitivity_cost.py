@@ -15,6 +15,7 @@ Each is scanned with activation reuse where it applies (the default) and again w
 fixed inputs; the CNNs have neither such a stack, so they are scanned once.
 
     nice .venv/bin/python benchmarks/sensitivity_cost.py    # -> benchmarks/results/sensitivity_cost.md/.json
+    nice .venv/bin/python benchmarks/sensitivity_cost.py --parts minilm --merge   # keep the other rows
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -130,26 +132,48 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def merged(old: list[dict], fresh: list[dict]) -> list[dict]:
+    """The old rows with the fresh ones in their place, in the order demo, MiniLM, ResNet-50."""
+    by_model = {row["model"]: row for row in old} | {row["model"]: row for row in fresh}
+    order = ("demo CNN", "all-MiniLM", "ResNet-50")
+    return sorted(by_model.values(), key=lambda row: next(i for i, name in enumerate(order) if row["model"].startswith(name)))
+
+
+def header(rows: list[dict], threads: int) -> list[str]:
+    """The title, the machine, and each row's command and load (rows of earlier runs keep theirs)."""
+    lines = ["# The cost of a sensitivity scan (issue 12)", "",
+             (f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores, {threads} threads, torch {torch.__version__}. "
+              "2 cores shared with other jobs: wall times are upper bounds, taken under the loads below."), ""]
+    for row in rows:
+        run = row["run"]
+        lines.append(f"* {row['model']}: `{run['command']}`; load at start `{run['load']}`, at end `{run['load_end']}`")
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", choices=("demo", "minilm", "resnet50"), default=["demo", "minilm", "resnet50"])
+    parser.add_argument("--merge", action="store_true", help="keep the other models' rows from the existing JSON")
     parser.add_argument("--pairs", type=int, default=200, help="STS pairs the MiniLM scan evaluates")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "sensitivity_cost.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     setups: dict[str, ScanSetup] = {"demo": demo_scan, "minilm": lambda: minilm_scan(args.pairs),
                                     "resnet50": resnet50_scan}
-    started = time.perf_counter()
-    rows = [measured(setups[part]) for part in args.parts]
-    end_load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-    command = ("python benchmarks/sensitivity_cost.py " + " ".join(sys.argv[1:])).strip()
-    lines = ["# The cost of a sensitivity scan (issue 12)", "", f"Command: `{command}`  ",
-             (f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores, {args.threads} threads, torch "
-              f"{torch.__version__}; total {time.perf_counter() - started:.0f} s. Load at start: `{load}`; at the end: "
-              f"`{end_load}` (2 cores shared with other jobs: wall times are upper bounds)."),
-             "", *table(rows), ""]  # fmt: skip
+    old = json.loads(args.out.with_suffix(".json").read_text(encoding="utf-8")) if args.merge else []
+    command = ("python benchmarks/sensitivity_cost.py " + shlex.join(sys.argv[1:])).strip()
+    rows = []
+    for part in args.parts:
+        load = uptime()
+        row = measured(setups[part])
+        rows.append({**row, "run": {"command": command, "load": load, "load_end": uptime()}})
+    rows = merged(old, rows)
+    lines = [*header(rows, args.threads), *table(rows), ""]
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str) + "\n", encoding="utf-8")
     print("\n".join(lines))

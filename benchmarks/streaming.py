@@ -48,6 +48,35 @@ SHAPES = {
 RUNS = ("1b-wanda", "1b-sparsegpt", "equality", "7b-wanda", "7b-sparsegpt", "1b-wanda-2:4", "1b-sparsegpt-2:4",
         "7b-wanda-2:4")  # fmt: skip
 STEPS = ("read", "forward", "prune", "recompute", "write")
+#: What the rows say, written by hand after the runs of 2026-11-28.
+READING = [
+    "## Reading",
+    "",
+    "Every row was measured on 2026-11-28 after the SparseGPT solver and Wanda ranking changes; the 'before' "
+    "figures are the previous table's (commit 3fe4e5a), under heavier load.",
+    "",
+    "* **SparseGPT memory.** 7B: 3.44 GB peak (target 4 GB; 7.01 GB before). 1.1B: 2.12 GB, 0.48x the checkpoint "
+    "(target 0.5x; 2.89 GB, 0.66x before). Pruning a layer used to hold nine d x d matrices (the gathered Gram, "
+    "a scaled copy and seven in the solver; 485 MB each for 7B's down_proj); the solver now works in the "
+    "gathered matrix plus one, and each layer's Hessian is freed once that layer is pruned, not at the end of "
+    "the block.",
+    "* **SparseGPT speed.** 1.1B, all 22 blocks: 29 min (67 s per block, load 3.5 to 5.5); before: 333 s per "
+    "block at load 15 to 18, 122 min projected. Interleaved on one 1.1B-shaped block (same load, 5.5 to 6): "
+    "the prune step took 111 s before and 38 s after. The per-column updates now run on contiguous rows (the "
+    "weight is held transposed); they were strided column writes, 55% of a 5632 x 2048 layer's time. What "
+    "remains: the inverse Cholesky factor of each Hessian (d³ work) is about a third of the step, most of it "
+    "down_proj's 5632 x 5632; the column loop and lazy updates the rest. About half of forward+stats is the "
+    "Gram matrices X Xᵀ (SparseGPT 8 s against Wanda's 4 s at the same load).",
+    "* **7B SparseGPT per block:** 257 s (forward+stats 129, prune 97, recompute 23, write 9) at load 3.4 to 6, "
+    "so about 2 h 17 min for 32 blocks; before: 1318 s per block at load 15 to 5.",
+    "* **Wanda ranking.** Each row's lowest scores are now selected (topk, then the ties at the threshold by "
+    "position) instead of stably sorting whole rows: the same masks, 1.7x faster interleaved on a 1.1B block "
+    "(5.4 s to 3.1 s, load 3.6). The 1b-wanda row (11 s per block) was measured at load 1.2 to 1.6; the earlier "
+    "full 22-block run took 109 s per block at load 15 (40 min), so most of that difference is load.",
+    "* **7B Wanda**, one block at load 4.5 to 5.3: 138 s (prune 65 s), 2.83 GB peak; before: 629 s per block "
+    "(prune 293 s) at load 12 to 15, 2.93 GB.",
+    "* **2:4**, 1.1B, per block at load 1.6 to 3.3: Wanda 10 s (11 s unstructured at the same load), SparseGPT 31 s.",
+]
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
@@ -183,7 +212,7 @@ def load_average() -> str:
 
 
 def run_child(spec: dict, log: Path) -> dict:
-    record = {"load_start": load_average(), "started": time.strftime("%H:%M:%S", time.gmtime())}
+    record = {"load_start": load_average(), "started": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     with open(log, "a") as stream:
         done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE,
                               stderr=stream, text=True, check=False)  # fmt: skip
@@ -222,15 +251,16 @@ def table(results: dict) -> str:
          "peak RSS is the child process's ru_maxrss. Steps: mean seconds per block."),
         "",
         ("| run | checkpoint GB | peak RSS GB | RSS / checkpoint | estimate GB | blocks | wall s | s / block "
-         "| all blocks, min (projected when stopped) | read | forward+stats | prune | recompute | write | output GB | load start -> end |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+         "| all blocks, min (projected when stopped) | read | forward+stats | prune | recompute | write | output GB | load start -> end "
+         "| started (UTC) |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for name in RUNS:
         r = results.get(name)
         if r is None or name == "equality":
             continue
         if "error" in r:
-            lines.append(f"| {name} | {_gb(r['checkpoint_bytes'])} | failed: {r['error']} |" + " |" * 12)
+            lines.append(f"| {name} | {_gb(r['checkpoint_bytes'])} | failed: {r['error']} |" + " |" * 13)
             continue
         blocks = r["blocks"]
         mean = {s: sum(b[s] for b in blocks) / max(1, len(blocks)) for s in STEPS}
@@ -241,14 +271,15 @@ def table(results: dict) -> str:
             f"{r['peak_rss_bytes'] / r['checkpoint_bytes']:.2f} | {_gb(r['estimate_bytes'])} | {done} | "
             f"{r['wall_s']:.0f} | {sum(mean.values()):.1f} | {sum(mean.values()) * total_blocks / 60:.0f} | "
             + " | ".join(f"{mean[s]:.1f}" for s in STEPS)
-            + f" | {_gb(r['output_bytes'])} ({r['output_format']}) | {r['load_start']} -> {r['load_end']} |"
+            + f" | {_gb(r['output_bytes'])} ({r['output_format']}) | {r['load_start']} -> {r['load_end']} | {r['started']} |"
         )  # fmt: skip
     lines += ["", "A run stopped after some blocks (`--max-blocks`, or by the deadline: peak RSS then is the "
               "process's VmHWM at that moment) has the same peak as a full run: every block has the same shape, and "
               "the last shard (embeddings and head, twice while serialised) is smaller than one block's turn. "
-              "Times were taken with 8 to 18 processes sharing the 2 cores (load columns)."]  # fmt: skip
+              "Times were taken with other jobs sharing the 2 cores (load columns: 1 to 18); compare steps across "
+              "rows only with their loads in mind.", "", *READING]  # fmt: skip
     if "equality" in results and "equality" in results["equality"]:
-        lines += ["", "## Streamed against in memory (same calibration, same settings)", "",
+        lines += ["", f"## Streamed against in memory (same calibration, same settings; started {results['equality']['started']})", "",
                   "| model | method | pattern | pruned tensors | identical masks | max abs weight difference |",
                   "|---|---|---|---|---|---|"]  # fmt: skip
         for row in results["equality"]["equality"]:

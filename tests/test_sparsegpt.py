@@ -9,6 +9,7 @@ from torch import nn
 import secateurs as sc
 from secateurs.core.targets import Target
 from secateurs.data.sparsegpt import prune_layer, sparsegpt
+from secateurs.data.statistics import InputStatistics
 from secateurs.errors import PruningError
 
 
@@ -94,3 +95,26 @@ def test_prune_layer_writes_weights_and_mask_for_linear_and_hf_conv1d() -> None:
         assert sc.get_mask(module, "weight") is not None
         assert torch.all(module.weight[~keep] == 0)
         assert int((~keep).sum()) == 24
+
+
+def test_the_hessian_is_left_alone_unless_it_may_be_overwritten() -> None:
+    torch.manual_seed(5)
+    x = torch.randn(256, 24)
+    x[:, 3] = 0.0  # a dead input: its diagonal entry is changed in the solver's copy only
+    w, hessian = torch.randn(5, 24), gram(x)
+    untouched = hessian.clone()
+    new, mask = sparsegpt(w, hessian, sparsity=0.5, block_size=8)
+    assert torch.equal(hessian, untouched)
+    new_in_place, mask_in_place = sparsegpt(w, hessian, sparsity=0.5, block_size=8, overwrite_hessian=True)
+    assert torch.equal(new, new_in_place) and torch.equal(mask, mask_in_place)
+
+
+def test_statistics_read_once_hand_the_hessian_over_and_forget_the_layer() -> None:
+    layer, x = nn.Linear(6, 3), torch.randn(40, 6)
+    kept, handed = InputStatistics(gram=True), InputStatistics(gram=True, read_once=True)
+    for stats in (kept, handed):
+        with stats.watch([layer]), torch.no_grad():
+            layer(x)
+    torch.testing.assert_close(kept.hessian(layer), gram(x))
+    assert torch.equal(handed.hessian(layer), kept.hessian(layer))
+    assert layer in kept and layer not in handed

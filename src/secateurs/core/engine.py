@@ -233,7 +233,7 @@ def _prune_each_row(
 ) -> tuple[torch.Tensor, int]:
     """``rows_keep`` ``[rows, groups]`` with the same share of each row's groups pruned, lowest scores first."""
     width = rows_keep.shape[1]
-    kept = rows_keep.sum(dim=1)
+    kept = torch.count_nonzero(rows_keep, dim=1)
     if mode == "relative":
         counts = [_count(amount, int(c), target.name) for c in kept.tolist()]
         per_row = torch.tensor(counts, device=rows_keep.device)
@@ -242,11 +242,25 @@ def _prune_each_row(
     if not int(per_row.sum()):
         return rows_keep, 0
     scores = _checked(row_scores(), target).masked_fill(~rows_keep, float("inf"))
-    order = torch.sort(scores, dim=1, stable=True).indices
-    drop = torch.arange(width, device=rows_keep.device).unsqueeze(0) < per_row.unsqueeze(1)
-    new_rows = rows_keep.clone()
-    new_rows.scatter_(1, order, ~drop & rows_keep.gather(1, order))
-    return new_rows, int(per_row.sum())
+    return rows_keep & ~_lowest_in_each_row(scores, per_row), int(per_row.sum())
+
+
+def _lowest_in_each_row(scores: torch.Tensor, per_row: torch.Tensor) -> torch.Tensor:
+    """The ``per_row[r]`` lowest scores of each row, equal scores taken by position (as a stable sort
+    would). A selection, not a sort of whole rows: the last score taken sets a threshold, and only the
+    ties at the threshold are counted off from the left."""
+    k = int(per_row.max())
+    lowest = torch.topk(scores, k, dim=1, largest=False, sorted=False).values
+    if bool((per_row == k).all()):
+        threshold = lowest.amax(dim=1, keepdim=True)
+    else:  # rows take different counts: each needs its own rank among the lowest
+        threshold = lowest.sort(dim=1).values.gather(1, (per_row - 1).clamp(min=0).unsqueeze(1))
+    below = scores < threshold
+    tied = scores == threshold
+    ties_taken = per_row - torch.count_nonzero(below, dim=1)
+    if bool((torch.count_nonzero(tied, dim=1) > ties_taken).any()):  # more ties than places: leftmost first
+        tied &= tied.cumsum(dim=1, dtype=torch.int32) <= ties_taken.to(torch.int32).unsqueeze(1)
+    return below | tied
 
 
 def _checked_request(

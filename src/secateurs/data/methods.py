@@ -192,7 +192,7 @@ class SparseGPTMethod(DataMethod):
             zeros_before = _zeros(target.param)
             keep = prune_layer(
                 target, evidence.hessian(target.module, target.name), sparsity=None if n_m else amount, n_m=n_m,
-                block_size=request.block_size, damping=request.damping,
+                block_size=request.block_size, damping=request.damping, overwrite_hessian=True,
             )  # fmt: skip
             param = target.param.detach()
             layers.append(LayerReport(

@@ -289,7 +289,7 @@ def _calibration_for(
 
 
 def _gather(step: BlockStep, modules: Sequence[nn.Module], gram: bool) -> InputStatistics:
-    stats = InputStatistics(gram=gram)
+    stats = InputStatistics(gram=gram, read_once=True)  # each layer is pruned once: its Hessian goes then
     with stats.watch(modules):
         step.run(on_batch=lambda item: stats.tokens(item.token_mask))
     return stats

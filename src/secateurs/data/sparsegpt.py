@@ -27,22 +27,27 @@ from secateurs.runtime import torch_threads
 
 
 def _inverse_hessian_factor(hessian: torch.Tensor, damping: float) -> torch.Tensor:
-    """Upper-triangular ``U`` with ``Uᵀ U = (H + λ·mean(diag H)·I)⁻¹``.
+    """Upper-triangular ``U`` with ``Uᵀ U = (H + λ·mean(diag H)·I)⁻¹``, written over ``hessian``.
 
     With ``J`` the order-reversing permutation and ``J H J = L Lᵀ`` (lower Cholesky), ``R = J L J`` is
     upper triangular with ``H = R Rᵀ``, so ``H⁻¹ = (R⁻¹)ᵀ R⁻¹`` and ``U = R⁻¹``: one factorisation and
     one triangular inverse, no explicit ``H⁻¹``. Damping is raised tenfold, up to three times, if the
-    damped Hessian is still not positive definite.
+    damped Hessian is still not positive definite. Two d×d matrices at most are alive (at d = 11008 each
+    is 485 MB): the damped copy, and ``hessian``'s memory, which receives ``L``, then ``I`` and ``U``.
     """
     mean_diag = hessian.diagonal().mean().clamp(min=torch.finfo(hessian.dtype).tiny)
-    reversed_hessian = hessian.flip(0, 1)
-    identity = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
+    damped = hessian.flip(0, 1)
+    undamped = damped.diagonal().clone()
+    lower = hessian.T  # column-major, the layout LAPACK writes: no copy on the way out
+    info = torch.empty((), dtype=torch.int32, device=hessian.device)
     for attempt in range(4):
-        damped = reversed_hessian + (damping * 10**attempt * mean_diag) * identity
-        lower, info = torch.linalg.cholesky_ex(damped)
+        damped.diagonal().copy_(undamped + damping * 10**attempt * mean_diag)
+        torch.linalg.cholesky_ex(damped, out=(lower, info))
         if not info:
+            del damped
             upper = lower.flip(0, 1)
-            return torch.linalg.solve_triangular(upper, identity, upper=True)
+            identity = hessian.zero_().fill_diagonal_(1.0).T
+            return torch.linalg.solve_triangular(upper, identity, upper=True, out=identity)
     raise PruningError(
         "the layer's Hessian is not positive definite even with damping; use more calibration data "
         "or a larger damping"
@@ -50,41 +55,44 @@ def _inverse_hessian_factor(hessian: torch.Tensor, damping: float) -> torch.Tens
 
 
 def _prune_columns(
-    block: torch.Tensor,
-    block_allowed: torch.Tensor,
+    columns: torch.Tensor,
+    allowed: torch.Tensor,
     U_block: torch.Tensor,
     sparsity: float | None,
     n_m: tuple[int, int] | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One block of columns, left to right: choose what to drop, zero it and move the error onto the
-    block's remaining columns. Returns the updated block, the scaled errors (for the lazy update of the
-    columns to the right) and the drop mask."""
+    block's remaining columns. ``columns`` (``[width, out]``: each weight column is a contiguous row, so the
+    per-column updates read and write whole cache lines) is updated in place. Returns the scaled errors
+    (for the lazy update of the columns to the right) and the drop mask, both ``[width, out]``."""
+    width = columns.shape[0]
     d = U_block.diagonal()
-    errors = torch.zeros_like(block)
-    drop = torch.zeros_like(block, dtype=torch.bool)
+    errors = torch.empty_like(columns)
+    drop = ~allowed
     if sparsity is not None:
-        saliency = (block.square() / d.square()).masked_fill(~block_allowed, -1.0)
-        k = round(saliency.numel() * sparsity)
-        if k:
-            lowest = torch.topk(saliency.flatten(), k, largest=False).indices
-            drop.view(-1)[lowest] = True
-        drop |= ~block_allowed
-    for j in range(block.shape[1]):
+        k = round(columns.numel() * sparsity)
+        if k:  # ranked in [out, width] order, so that ties go the same way whatever the layout
+            saliency = (columns.T.square() / d.square()).masked_fill(drop.T, -1.0).flatten()
+            lowest = torch.topk(saliency, k, largest=False, sorted=False).indices
+            drop[lowest % width, lowest // width] = True
+    for j in range(width):
         if n_m is not None and j % n_m[1] == 0:
-            n, m = n_m
-            group = (block[:, j : j + m].square() / d[j : j + m].square()).masked_fill(
-                ~block_allowed[:, j : j + m], -1.0
-            )
-            lowest = torch.topk(group, m - n, dim=1, largest=False).indices
-            drop[:, j : j + m].scatter_(1, lowest, True)
-            drop[:, j : j + m] |= ~block_allowed[:, j : j + m]
-        w = block[:, j]
-        q = w.masked_fill(drop[:, j], 0.0)
+            _drop_in_group(columns[j : j + n_m[1]], drop[j : j + n_m[1]], d[j : j + n_m[1]], n_m)
+        w = columns[j]
+        q = w.masked_fill(drop[j], 0.0)
         err = (w - q) / d[j]
-        block[:, j:].addr_(err, U_block[j, j:], alpha=-1.0)
-        block[:, j] = q  # equal up to rounding; keeps pruned entries exactly zero
-        errors[:, j] = err
-    return block, errors, drop
+        columns[j:].addr_(U_block[j, j:], err, alpha=-1.0)
+        columns[j] = q  # equal up to rounding; keeps pruned entries exactly zero
+        errors[j] = err
+    return errors, drop
+
+
+def _drop_in_group(columns: torch.Tensor, drop: torch.Tensor, d: torch.Tensor, n_m: tuple[int, int]) -> None:
+    """N:M: mark in ``drop`` the ``m - n`` lowest-saliency weights of each row among these ``m`` columns."""
+    n, m = n_m
+    group = (columns.T.square() / d.square()).masked_fill(drop.T, -1.0)
+    lowest = torch.topk(group, m - n, dim=1, largest=False).indices
+    drop.T.scatter_(1, lowest, True)
 
 
 def sparsegpt(
@@ -96,6 +104,7 @@ def sparsegpt(
     block_size: int = 128,
     damping: float = 0.01,
     keep: torch.Tensor | None = None,
+    overwrite_hessian: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune ``weight`` (``[out, in]``) given ``hessian`` (``[in, in]``); returns ``(new_weight, keep_mask)``.
 
@@ -103,7 +112,9 @@ def sparsegpt(
     every ``m`` consecutive inputs in each row). ``keep`` marks weights still allowed (False = already
     pruned: they are removed first and count towards the sparsity). ``damping`` is λ, added to the
     Hessian's diagonal as a fraction of its mean (the paper's 1%); ``block_size`` is the paper's 128.
-    Computation is in float32 (float64 stays float64); the result has the input's dtype.
+    ``overwrite_hessian=True`` lets the solver work in the Hessian's memory (its content is garbage after)
+    instead of a copy: one d×d matrix fewer. Computation is in float32 (float64 stays float64); the
+    result has the input's dtype.
     """
     if (sparsity is None) == (n_m is None):
         raise PruningError("give exactly one of sparsity= (unstructured) or n_m=(n, m)")
@@ -120,29 +131,30 @@ def sparsegpt(
         raise PruningError(f"sparsity must be in [0, 1], got {sparsity}")
 
     work_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
-    W = weight.detach().to(work_dtype).clone(memory_format=torch.contiguous_format)
-    H = hessian.detach().to(device=W.device, dtype=work_dtype).clone(memory_format=torch.contiguous_format)
-    allowed = torch.ones_like(W, dtype=torch.bool) if keep is None else keep.to(W.device).contiguous()
+    # Transposed ([in, out]): a column of the weight is a contiguous row.
+    columns = weight.detach().T.to(work_dtype, memory_format=torch.contiguous_format, copy=True)
+    H = hessian.detach().to(
+        columns.device, work_dtype, memory_format=torch.contiguous_format, copy=not overwrite_hessian
+    )
+    allowed = torch.ones_like(columns, dtype=torch.bool) if keep is None else keep.to(columns.device).T.contiguous()
 
     # Inputs that never fired carry no information: their weights can go at no cost.
     dead = H.diagonal() == 0
     H[dead, dead] = 1.0
-    W[:, dead] = 0.0
+    columns[dead] = 0.0
 
     U = _inverse_hessian_factor(H, damping)
-    mask = torch.ones_like(allowed)
+    drop = torch.empty_like(allowed)
     for start in range(0, cols, block_size):
         end = min(start + block_size, cols)
         # Hundreds of small operations per block: on CPU, extra threads only add synchronisation (9 to 24
         # times slower with 2 threads than 1 on a busy 2-core machine). The lazy update keeps them all.
-        with torch_threads(1 if W.device.type == "cpu" else None):
-            block, errors, drop = _prune_columns(
-                W[:, start:end].clone(), allowed[:, start:end], U[start:end, start:end], sparsity, n_m
+        with torch_threads(1 if columns.device.type == "cpu" else None):
+            errors, drop[start:end] = _prune_columns(
+                columns[start:end], allowed[start:end], U[start:end, start:end], sparsity, n_m
             )
-        W[:, start:end] = block
-        W[:, end:].sub_(errors @ U[start:end, end:])  # the "lazy" update of every column to the right
-        mask[:, start:end] = ~drop
-    return W.to(weight.dtype), mask
+        columns[end:].addmm_(U[start:end, end:].T, errors, alpha=-1.0)  # the "lazy" update of the columns to the right
+    return columns.T.to(weight.dtype), ~drop.T
 
 
 def prune_layer(
@@ -153,9 +165,11 @@ def prune_layer(
     n_m: tuple[int, int] | None = None,
     block_size: int = 128,
     damping: float = 0.01,
+    overwrite_hessian: bool = False,
 ) -> torch.Tensor:
     """Run :func:`sparsegpt` on ``target`` (a Linear or HF Conv1D weight), write the reconstructed
-    weights and hold the mask like any other prune. Returns the keep-mask in the parameter's layout."""
+    weights and hold the mask like any other prune. Returns the keep-mask in the parameter's layout.
+    ``overwrite_hessian`` as in :func:`sparsegpt`."""
     module, param = target.module, target.param
     if param.dim() != 2:
         raise PruningError(f"SparseGPT handles 2-D linear weights; {target.name} has shape {tuple(param.shape)}")
@@ -165,7 +179,8 @@ def prune_layer(
     if prior is not None and transposed:
         prior = prior.T
     new_weight, keep = sparsegpt(
-        weight, hessian, sparsity=sparsity, n_m=n_m, block_size=block_size, damping=damping, keep=prior
+        weight, hessian, sparsity=sparsity, n_m=n_m, block_size=block_size, damping=damping, keep=prior,
+        overwrite_hessian=overwrite_hessian,
     )
     if transposed:
         new_weight, keep = new_weight.T, keep.T

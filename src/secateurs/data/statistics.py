@@ -39,8 +39,11 @@ def _features_last(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class InputStatistics:
     """Statistics of the inputs of chosen layers, keyed by the layer object itself."""
 
-    def __init__(self, gram: bool = False) -> None:
+    def __init__(self, gram: bool = False, *, read_once: bool = False) -> None:
         self.gram = gram
+        #: :meth:`hessian` hands each layer's Gram matrix over and forgets the layer: for a prune that reads
+        #: each Hessian once, so that a block's Hessians go one by one, and none is copied.
+        self.read_once = read_once
         self._entries: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._token_mask: torch.Tensor | None = None
         #: (input tensor, token mask, rows, Σx², Σxxᵀ) of the latest hooked call, reused by layers fed the same input
@@ -129,11 +132,16 @@ class InputStatistics:
         return (entry.sq_sum / entry.count).sqrt()
 
     def hessian(self, module: nn.Module, name: str = "") -> torch.Tensor:
-        """``X Xᵀ / n``: the layer-wise reconstruction Hessian, up to the constant 2."""
+        """``X Xᵀ / n``: the layer-wise reconstruction Hessian, up to the constant 2, in a tensor the caller
+        may overwrite. With ``read_once`` it is the gathered matrix itself, scaled in place, and the layer's
+        statistics are gone (at d = 11008 a copy would be another 485 MB)."""
         entry = self._entry(module, name)
         if entry.gram is None:
             raise PruningError("these statistics were gathered without gram=True; SparseGPT needs the Hessian")
-        return entry.gram / entry.count
+        if not self.read_once:
+            return entry.gram / entry.count
+        del self._entries[module]
+        return entry.gram.div_(entry.count)
 
     def release(self, modules: Iterable[nn.Module]) -> None:
         """Free the statistics of layers that are done with."""

@@ -196,7 +196,7 @@ def test_automatic_choice_names_what_streaming_cannot_do(checkpoint, capsys, mon
         (["--amount", "0.5", "--format", "both"], ["--format dense"]),
         (["--amount", "0.5", "--method", "wanda", "--calibration", "train"], ["--calibration train"]),
         (["--amount", "0.5", "NO_OUT"], ["add --out DIR"]),
-        (["--granularity", "layer", "--amount", "1"], ["--method (wanda...)", "--calibration SOURCE"]),
+        (["--granularity", "layer", "--amount", "1"], ["--method wanda", "--calibration SOURCE"]),
         (["--granularity", "layer", "--amount", "1", "--method", "wanda", "--calibration", CALIBRATION, "--include", "x"],
          ["keep some with --exclude"]),
         (["--granularity", "layer", "--amount", "3", "--method", "wanda", "--calibration", CALIBRATION],
@@ -230,6 +230,22 @@ def test_a_finished_output_is_replaced_only_with_overwrite(checkpoint, tmp_path,
     prune_json(capsys, *args)
     assert "--overwrite" in one_line_error(capsys, *args)
     assert prune_json(capsys, *args, "--overwrite")["resumed_from"] == 0
+
+
+def test_an_unfinished_output_of_other_settings_or_for_depth_pruning_needs_overwrite(checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+
+    def killed(timing):
+        raise RuntimeError("killed after the first block")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        prune_streaming(checkpoint, out, None, 0.5, method="magnitude", progress=False, on_block=killed)
+    error = one_line_error(capsys, f"hf:{checkpoint}", "--stream", "--amount", "0.3", "--out", str(out))
+    assert "--overwrite" in error and "resume=" not in error
+    error = one_line_error(capsys, f"hf:{checkpoint}", "--stream", "--granularity", "layer", "--amount", "1",
+                           "--method", "wanda", "--calibration", CALIBRATION, "--out", str(out))
+    assert "unfinished" in error and "--overwrite" in error
+    assert (out / "model.safetensors.index.json").exists() is False and any(out.iterdir())
 
 
 def test_recipes_take_the_streaming_options_and_refuse_streaming_their_loaded_model(checkpoint, tmp_path, capsys):

@@ -38,6 +38,7 @@ def tiny_qwen2():
         vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=64, architectures=["Qwen2ForCausalLM"],
         layer_types=["full_attention"] * 4, block_tags=["a", "b", "c", "d"],  # block_tags: any per-layer list
+        eos_token_id=[90, 91, 92, 93],  # as long as the layer count, but token ids: never trimmed
     )  # fmt: skip
     torch.manual_seed(0)
     return transformers.Qwen2ForCausalLM(config).eval()
@@ -84,6 +85,7 @@ def test_output_is_a_complete_directory_with_a_trimmed_config(tmp_path):
     assert report.kept == 2 and config["num_hidden_layers"] == 2
     assert config["layer_types"] == ["full_attention"] * 2
     assert config["block_tags"] == ["abcd"[i] for i in kept]
+    assert config["eos_token_id"] == [90, 91, 92, 93]
     index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
     assert {key.split(".")[2] for key in index["weight_map"] if key.startswith("model.layers.")} == {"0", "1"}
     assert not [path for path in (tmp_path / "out").iterdir() if path.name.startswith(".")]

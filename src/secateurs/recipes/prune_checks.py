@@ -226,8 +226,8 @@ def _stream_depth_refusals(args: argparse.Namespace) -> dict[str, str]:
     """What --stream --granularity layer (whole blocks left out by their influence) refuses, by option."""
     refusals = {
         "method": (not uses_data(args), (
-            "--stream --granularity layer ranks blocks by their influence on calibration data: use a data-aware "
-            "--method (wanda...) with --calibration SOURCE"
+            "--granularity layer ranks blocks by their influence on calibration data (1 - cos of each block's input "
+            "and output, whichever data-aware method is named): add --method wanda and --calibration SOURCE"
         )),
         "include": (bool(args.include), "--granularity layer removes whole blocks: keep some with --exclude, not --include"),
         "allocation": (args.allocation != "uniform", "--allocation owl sets each block's sparsity: drop it with --granularity layer"),
@@ -248,5 +248,8 @@ def _check_stream_output(args: argparse.Namespace, checkpoint: Checkpoint) -> No
     unfinished, finished = (out / STATE_DIR).is_dir(), (out / INDEX_FILE).is_file()
     if any(out.iterdir()) and not (unfinished or finished):
         raise OptionError("out", f"--out {out} holds files no streamed run wrote; choose an empty or new DIR")
+    if unfinished and args.granularity == "layer" and not args.overwrite:
+        raise OptionError("overwrite", f"--out {out} holds an unfinished streamed run, which depth pruning does not "
+                          "continue: add --overwrite to replace it, or choose another DIR")
     if finished and not unfinished and not args.overwrite:
         raise OptionError("overwrite", f"--out {out} holds a finished streamed run: add --overwrite to replace it, or choose another DIR")

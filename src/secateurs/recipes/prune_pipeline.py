@@ -58,6 +58,7 @@ from secateurs.storage import SavedModel, check_output_dir, estimated_bytes, sav
 from secateurs.streaming import (
     DepthReport,
     MemoryBudgetError,
+    ResumeError,
     StreamReport,
     prune_streaming,
     prune_streaming_depth,
@@ -295,9 +296,8 @@ def _prune(run: PruneRun) -> None:
 def _prune_with_data(run: PruneRun) -> None:
     """Wanda, SparseGPT, Taylor or OWL-allocated pruning, block by block on the calibration set."""
     args = run.args
-    allocated = {"include": _allocated(run).get("include", args.include), "per_layer": _allocated(run).get("per_layer")}
     report = prune_with_data(
-        run.model, _calibration(run), args.amount, **{**_data_options(args), **allocated}, progress=interactive(),
+        run.model, _calibration(run), args.amount, **{**_data_options(args), **_allocated(run)}, progress=interactive(),
         **_seed(args),
     )  # fmt: skip
     _record(
@@ -553,6 +553,8 @@ def _stream(run: PruneRun) -> None:
                     directory, args.out, args.calibration, args.amount, **_data_options(args), **_streamed_options(args),
                     weights_format=weights_format(args), resume=not args.overwrite,
                 )  # fmt: skip
+    except ResumeError as exc:
+        raise OptionError("overwrite", f"{str(exc).split(';')[0]}; add --overwrite to start over, or choose another --out") from None
     except MemoryBudgetError as exc:
         needed = str(exc).split(";")[0]
         raise OptionError("max_memory",

@@ -193,13 +193,18 @@ def _renamed_keys(placement: Placement, stack: BlockStack, old: int, new: int) -
     return renamed
 
 
+def _names_no_layers(key: str) -> bool:
+    """Config lists that may happen to be as long as the layer count without being per layer."""
+    return key == "architectures" or key.endswith(("_token_id", "_token_ids"))
+
+
 def _trimmed_config(model: nn.Module, kept: list[int]) -> str:
     """config.json of the shallower model: the layer count, and every per-layer list (``layer_types``...) cut to
     the kept blocks."""
     config = copy.deepcopy(model.config)
     layers = config.num_hidden_layers
     for key, value in config.to_dict().items():
-        if isinstance(value, list) and len(value) == layers and key != "architectures":
+        if isinstance(value, list) and len(value) == layers and not _names_no_layers(key):
             setattr(config, key, [value[index] for index in kept])
     config.num_hidden_layers = len(kept)
     return config.to_json_string()

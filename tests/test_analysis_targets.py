@@ -352,3 +352,15 @@ def test_cli_drops_whole_blocks_to_a_target_and_keeps_the_excluded_ones(tmp_path
     removed = payload["shrink"]["removed_layers"]
     assert removed and not any(name.startswith("layer1.") for name in removed)
     assert payload["achieved"] <= 0.8 * 1.005 and payload["macs_after"] < payload["macs_before"]
+
+
+def test_cli_fine_tunes_towards_a_target_on_a_schedule(demo_cache, capsys):
+    from secateurs.cli.app import main
+
+    code = main(["prune", "demo", "--target", "sparsity=0.7", "--finetune", "2", "--schedule", "gradual",
+                 "--no-latency", "--json", "--no-eval"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    payload = json.loads(printed.out)
+    assert payload["target"]["per_layer"] and payload["schedule"]["kind"] == "gradual"
+    assert payload["achieved"] == pytest.approx(0.7, abs=0.02) and payload["accuracy_finetuned"] is not None

@@ -243,3 +243,24 @@ def test_fit_takes_a_dataloader_and_keeps_its_batch_size_and_collation():
     loader = DataLoader(Pairs(), batch_size=24, shuffle=True, collate_fn=collate)
     result = fit(mlp(), loader, epochs=2, lr=1e-2)
     assert result.steps == 8 and set(seen) == {24}
+
+
+def test_per_layer_amounts_are_reached_at_the_end_of_the_schedule_in_proportion():
+    model = mlp()
+    per_layer = {"0": 0.8, "2": 0.4}
+    schedule = Iterative(0.8, amount=0.4, every=1, begin=0)  # events at 0.4, then 0.8
+    controller = PruningController(model, schedule, unit="epoch", include=list(per_layer), per_layer=per_layer)
+    controller.start()
+
+    def layer_sparsity(index: int) -> float:
+        return 1 - float(model[index].weight_mask.float().mean())
+
+    assert layer_sparsity(0) == pytest.approx(0.4, abs=0.02) and layer_sparsity(2) == pytest.approx(0.2, abs=0.02)
+    controller.on_epoch()
+    assert layer_sparsity(0) == pytest.approx(0.8, abs=0.02) and layer_sparsity(2) == pytest.approx(0.4, abs=0.02)
+
+
+def test_per_layer_amounts_with_shrinking_are_refused_over_several_cuts():
+    with pytest.raises(PruningError, match="one-shot schedule"):
+        PruningController(mlp(), Gradual(0.5, end=10), granularity="channel", shrink=True,
+                          example_inputs=torch.randn(2, 10), per_layer={"0": 0.5})

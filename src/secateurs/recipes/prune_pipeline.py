@@ -367,7 +367,7 @@ def _recover(run: PruneRun) -> None:
         run.model,
         train,
         test,
-        amount=args.amount,
+        amount=args.amount if run.allocation is None else _schedule_end(run.allocation.per_layer),
         epochs=args.finetune,
         schedule=args.schedule,
         method=criterion,
@@ -378,7 +378,7 @@ def _recover(run: PruneRun) -> None:
         checkpoint_dir=args.checkpoint_dir,
         lr=args.lr,
         shrink=args.shrink,
-        prune_options=_shrink_options(args) if args.shrink else _mask_options(args),
+        prune_options={**(_shrink_options(args) if args.shrink else _mask_options(args)), **_allocated(run)},
         **_seed(args),
     )
     loaded.model = result.model if result.model is not None else loaded.model
@@ -391,6 +391,13 @@ def _recover(run: PruneRun) -> None:
         distill=args.distill, accuracy_dense=result.accuracy_dense, accuracy_pruned=result.accuracy_pruned,
         accuracy_finetuned=result.accuracy_finetuned, sparsity=result.sparsity,
     )  # fmt: skip
+
+
+def _schedule_end(per_layer: dict[str, float | int]) -> float:
+    """The sparsity a schedule towards allocated per-layer amounts ends at: each cut takes its share of every
+    layer's amount (:class:`~secateurs.recovery.PruningController`), so the largest fraction stands for the end."""
+    fractions = [amount for amount in per_layer.values() if isinstance(amount, float)]
+    return max(fractions, default=1.0) or 1.0
 
 
 def _used_scope(events: list, asked: str | None) -> str | None:
@@ -440,8 +447,9 @@ def _check_target(run: PruneRun) -> None:
         return
     refusals = {
         "--target and --max-drop choose each layer's amount: drop --amount": args.amount is not None,
-        "--target with --finetune is not supported: prune to the target (--out DIR), then fine-tune from Python "
-        "(secateurs.recovery)": bool(args.finetune),
+        "--target with --finetune --shrink cuts each layer's allocated channels in one go: add --schedule oneshot, "
+        "or drop --shrink (masks reach the allocation gradually)": bool(args.finetune) and args.shrink
+            and args.schedule != "oneshot",
         "--scope global ranks across layers itself; --target chooses each layer's amount: drop --scope global":
             args.scope == "global",
         "--target does not plan --prune-normalized widths: drop --prune-normalized": args.prune_normalized,

@@ -80,11 +80,25 @@ def _check_setup(model: nn.Module, schedule: Schedule, unit: str, pattern: Patte
         raise PruningError("shrink=True traces the model to find coupled channels: pass example_inputs=")
 
 
+def _check_per_layer(schedule: Schedule, shrink: bool | ShrinkFn, options: dict[str, Any]) -> None:
+    if options.get("per_layer") and shrink and len(schedule.events()) > 1:
+        raise PruningError(
+            "per_layer amounts are shrunk in one cut (each cut shrinks what is left, so they cannot be split over a "
+            "schedule); use a one-shot schedule, or masks (shrink=False) and shrink after training"
+        )
+
+
+def _share(amount: float | int, share: float) -> float | int:
+    """``share`` of a per-layer amount: a fraction scaled, a count rounded."""
+    return round(amount * share) if isinstance(amount, int) else amount * share
+
+
 class PruningController:
     """Prunes ``model`` following ``schedule``; positions count ``unit``s (``"epoch"`` or ``"step"``).
 
     ``method``, ``granularity``, ``scope``, ``normalize_scores`` and ``**options`` (``include``, ``exclude``,
-    ``per_layer``, criterion options...) go to :func:`secateurs.prune` at each event (to
+    ``per_layer``, criterion options...; ``per_layer`` amounts are where the schedule ends, each event taking
+    its share of them) go to :func:`secateurs.prune` at each event (to
     :func:`secateurs.structural.shrink` when shrinking: ``exclude``, ``round_to``, ``min_keep``...), so a scheduled
     cut ranks exactly as a one-shot call does. ``method="movement"`` starts accumulating
     movement scores at :meth:`start`. ``shrink=True`` (structured patterns) physically removes pruned
@@ -112,6 +126,7 @@ class PruningController:
     ) -> None:
         pattern_obj = parse_pattern(granularity)
         _check_setup(model, schedule, unit, pattern_obj, granularity, shrink, example_inputs)
+        _check_per_layer(schedule, shrink, options)
         self.model = model
         self.schedule = schedule
         self.unit: Unit = unit
@@ -205,7 +220,7 @@ class PruningController:
         else:
             amount = None if self.fixed_sparsity else target
             report = prune(model, amount, method=self.method, granularity=self.granularity, scope=self.scope,  # type: ignore[arg-type]
-                           normalize_scores=self.normalize_scores, **{**self.options, "allow_noop": True})
+                           normalize_scores=self.normalize_scores, **{**self._cut_options(target), "allow_noop": True})
             sparsity = report.sparsity
             if is_distributed():
                 sync_masks(model)
@@ -223,6 +238,14 @@ class PruningController:
         if self.on_prune is not None:
             self.on_prune(event)
         return event
+
+    def _cut_options(self, target: float) -> dict[str, Any]:
+        """The options of one cut: ``per_layer`` amounts are where the schedule ends, so a cut to ``target`` takes
+        ``target / final`` of each."""
+        per_layer, final = self.options.get("per_layer"), self.schedule.final
+        if not per_layer or final <= 0 or target >= final:
+            return self.options
+        return {**self.options, "per_layer": {name: _share(amount, target / final) for name, amount in per_layer.items()}}
 
     def state_dict(self) -> dict[str, Any]:
         """Schedule position and history (masks live in the model; save them with it)."""

@@ -5,6 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from secateurs.measure import flushing_denormals
+
+
+@pytest.fixture(autouse=True)
+def denormal_setting_untouched():
+    """Fail a test that leaves its thread flushing denormals (or no longer flushing): the setting outlives the test
+    and changes the numbers, and hypothesis' float strategies, of every later test in the same worker."""
+    before = flushing_denormals()
+    yield
+    after = flushing_denormals()
+    torch.set_flush_denormal(before)
+    assert after == before, f"the test left denormal flushing {'on' if after else 'off'} (it was {'on' if before else 'off'})"
+
 
 @pytest.fixture()
 def one_thread():

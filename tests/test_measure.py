@@ -23,6 +23,7 @@ from secateurs.measure import (
     count_nonzero,
     count_nonzero_macs,
     count_params,
+    flushing_denormals,
     mac_counts,
     measure,
     measure_latency,
@@ -136,11 +137,6 @@ class Probe(nn.Module):
         if self.sleep:
             time.sleep(self.sleep)
         return self.proj(x)
-
-
-def flushing_denormals() -> bool:
-    """Whether this thread flushes denormals: a quarter of the smallest normal float32 is one, or zero."""
-    return float(torch.tensor([torch.finfo(torch.float32).tiny]) / 4) == 0.0
 
 
 INPUTS = (torch.randn(2, 4),)

@@ -245,17 +245,25 @@ def _check_timing_request(
 
 
 @contextlib.contextmanager
-def _denormals_flushed() -> Iterator[None]:
-    """Denormals flushed to zero on this thread for the duration; the previous setting comes back after."""
-    was_flushing = _flushing_denormals()
-    torch.set_flush_denormal(True)
+def denormal_setting_kept() -> Iterator[None]:
+    """This thread's denormal setting as it was before, whatever the body sets: onnxruntime, for one,
+    flushes denormals on the thread that opens a session and never restores them."""
+    was_flushing = flushing_denormals()
     try:
         yield
     finally:
         torch.set_flush_denormal(was_flushing)
 
 
-def _flushing_denormals() -> bool:
+@contextlib.contextmanager
+def _denormals_flushed() -> Iterator[None]:
+    """Denormals flushed to zero on this thread for the duration; the previous setting comes back after."""
+    with denormal_setting_kept():
+        torch.set_flush_denormal(True)
+        yield
+
+
+def flushing_denormals() -> bool:
     """Whether this thread flushes denormals now. torch can set the flag but not read it, so this probes it:
     a quarter of the smallest normal float32 is a denormal, or zero when flushed."""
     return float(torch.tensor([torch.finfo(torch.float32).tiny]) / 4) == 0.0

@@ -29,6 +29,7 @@ from secateurs.export.prepare import (
     tensor_leaves,
 )
 from secateurs.export.program import exporter_reason, input_note, quiet_exporter, trace_program
+from secateurs.measure import denormal_setting_kept
 from secateurs.runtime import Inputs
 
 ONNX_FILE = "model.onnx"
@@ -92,7 +93,8 @@ def ort_session(path: Path, threads: int | None = None) -> Any:
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    with denormal_setting_kept():  # the session would otherwise leave the caller's thread flushing denormals
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def session_feeds(session: Any, inputs: Inputs) -> dict[str, Any]:

@@ -342,3 +342,71 @@ def test_spec_files_must_hold_something(tmp_path):
     with pytest.raises(EvaluationError, match="holds no class folders"):
         check_metric_spec(f"imagefolder:{tmp_path / 'flat'}")
     assert str(check_metric_spec("PROXY")) == "proxy"
+
+
+# ---- sample limits -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count, samples", [(10, 3), (7, 7), (7, 20), (1379, 200), (5, 1), (4, None)])
+def test_evenly_spaced_samples_span_the_whole_range_once(count, samples):
+    from secateurs.analysis.tasks import evenly_spaced
+
+    chosen = evenly_spaced(count, samples)
+    assert len(chosen) == min(count, samples or count) and chosen == sorted(set(chosen))
+    assert chosen[0] == 0 and chosen[-1] < count
+    if samples is not None and 1 < samples < count:
+        assert chosen[-1] >= count - count // samples - 1  # reaches the end, not only the first N
+
+
+def test_sts_sample_reads_pairs_spread_over_the_file_and_says_so(tmp_path, transformers, tokenizer):
+    words = ["red", "green", "blue", "cyan", "pink", "gold", "grey", "teal", "plum", "navy"]
+    pairs = [(float(i % 6), f"a {w} car", f"a {words[(i * 3) % 10]} boat") for i, w in enumerate(words)]
+    (tmp_path / "sts.csv").write_text("\n".join(sts_line(*p) for p in pairs) + "\n")
+    model = loaded(tiny_bert(transformers, tokenizer.vocab_size), {})
+    whole = parse_metric(f"sts:{tmp_path / 'sts.csv'}", model, tokenizer=tokenizer)
+    sample = parse_metric(f"sts:{tmp_path / 'sts.csv'}", model, tokenizer=tokenizer, samples=4)
+    assert whole.samples is None and whole.sample_notes() == []
+    assert sample.samples == "4 of 10 sentence pairs" and sample.describe()["samples"] == sample.samples
+    assert sample.gold.tolist() == [pairs[i][0] for i in (0, 2, 5, 7)]
+    everything = parse_metric(f"sts:{tmp_path / 'sts.csv'}", model, tokenizer=tokenizer, samples=50)
+    assert everything.samples is None and everything(model.model) == pytest.approx(whole(model.model))
+
+
+def test_perplexity_sample_takes_whole_windows_spread_over_the_text(tmp_path, transformers, tokenizer):
+    text = " ".join(f"word{i}" for i in range(400))
+    (tmp_path / "notes.txt").write_text(text)
+    model = loaded(tiny_gpt2(transformers, tokenizer.vocab_size), ())
+    spec = f"perplexity:{tmp_path / 'notes.txt'}"
+    whole = parse_metric(spec, model, tokenizer=tokenizer)
+    sample = parse_metric(spec, model, tokenizer=tokenizer, samples=3)
+    windows = [row for batch in whole.batches for row in batch.kwargs["input_ids"]]
+    chosen = [row for batch in sample.batches for row in batch.kwargs["input_ids"]]
+    assert len(windows) > 6 and len(chosen) == 3
+    picked = [next(i for i, w in enumerate(windows) if torch.equal(w, c)) for c in chosen]
+    assert picked[0] == 0 and picked[-1] >= len(windows) // 2  # not just the start of the text
+    assert sample.samples == f"3 of {len(windows)} windows of 64 tokens"
+    assert math.isfinite(sample(model.model))
+
+
+def test_imagefolder_sample_covers_every_class(tmp_path):
+    pytest.importorskip("torchvision")
+    model = loaded(Brightness(), (torch.zeros(1, 3, 8, 8),))
+    metric = parse_metric(f"imagefolder:{image_folder(tmp_path)}", model, samples=2)
+    assert metric.samples == "2 of 6 images"
+    assert sorted(metric.dataset.targets[i] for i in metric.images.indices) == [0, 1]
+    assert metric(model.model) == 100.0
+
+
+@pytest.mark.parametrize("spec, samples, fragment", [
+    ("demo", 10, "demo takes no sample limit: it evaluates the model source's own test split"),
+    ("proxy", 10, "proxy takes no sample limit"),
+    ("sts:{file}", 1, "give a whole number of sentence pairs, 2 or more"),
+    ("perplexity:{file}", 0, "give a whole number of windows of text, 1 or more"),
+    ("perplexity:{file}", 2.5, "a sample limit of 2.5"),
+])
+def test_sample_limits_are_checked_with_the_spec_before_any_model(tmp_path, spec, samples, fragment):
+    from secateurs.analysis import check_samples
+
+    (tmp_path / "f.txt").write_text("some text")
+    with pytest.raises(EvaluationError, match=fragment):
+        check_samples(spec.format(file=tmp_path / "f.txt"), samples)

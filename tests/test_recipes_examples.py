@@ -38,7 +38,7 @@ def demo_cache(tmp_path, monkeypatch):
 
 def _user_files(tmp_path: Path) -> list[str]:
     """The examples' user paths, from ../shared: the heads of the STS dev split and of tinyshakespeare (a smoke run
-    evaluates on a few pairs and windows; the metrics read a file whole)."""
+    evaluates a sample of them, but tokenizes a file whole first)."""
     sts, text = SHARED / "stsb" / "sts-dev.csv", SHARED / "tinyshakespeare" / "input.txt"
     if sts.is_file() and text.is_file():
         (tmp_path / "sts.csv").write_text("".join(sts.read_text().splitlines(keepends=True)[:40]))

@@ -51,6 +51,7 @@ from secateurs.analysis.specs import (
     METRIC_USAGE,
     MetricSpec,
     check_metric_spec,
+    check_samples,
     parse_metric,
     resolve_calibration,
 )
@@ -113,6 +114,7 @@ __all__ = [
     "allocate",
     "as_metric",
     "check_metric_spec",
+    "check_samples",
     "check_report_dir",
     "check_study_settings",
     "exact_pattern",

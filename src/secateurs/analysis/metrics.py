@@ -40,6 +40,8 @@ class Metric:
     higher_is_better: bool = True
     #: ``"%"`` for accuracies in percent, ``"x100"`` for correlations x 100, ``""`` otherwise.
     unit: str = ""
+    #: What part of its data the metric reads when limited (``"200 of 1379 sentence pairs"``), else None.
+    samples: str | None = None
 
     def __call__(self, model: nn.Module) -> float:
         """The metric of ``model`` in eval mode without autograd (a function needing gradients enables them
@@ -69,8 +71,13 @@ class Metric:
         """The name with its unit, for tables and axes: ``accuracy (%)``."""
         return f"{self.name} ({self.unit})" if self.unit else self.name
 
+    def sample_notes(self) -> list[str]:
+        """A note for results that this metric read a sample of its data, else none."""
+        return [] if self.samples is None else [f"{self.name} measured on a sample: {self.samples}"]
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "higher_is_better": self.higher_is_better, "unit": self.unit}
+        described = {"name": self.name, "higher_is_better": self.higher_is_better, "unit": self.unit}
+        return described if self.samples is None else {**described, "samples": self.samples}
 
     def __repr__(self) -> str:
         direction = "higher" if self.higher_is_better else "lower"

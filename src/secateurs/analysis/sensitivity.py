@@ -107,7 +107,7 @@ def sensitivity(
         metric=metric.name, higher_is_better=metric.higher_is_better, unit=metric.unit, granularity=granularity,
         method=_method_name(granularity, method), dense=dense, amounts=scanned, curves=curves,
         model_params=count_params(model), evaluations=evaluations + 1, seconds=time.perf_counter() - started,
-        notes=_notes(runner),
+        notes=[*metric.sample_notes(), *_notes(runner)],
     )  # fmt: skip
 
 

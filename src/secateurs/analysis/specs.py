@@ -11,6 +11,9 @@
                             calibration batch: cheap, for sweeps (see :mod:`secateurs.analysis.proxy`)
 ==========================  ===========================================================================
 
+``perplexity``, ``sts`` and ``imagefolder`` also take a sample limit (:func:`parse_metric`'s ``samples``: that many
+windows, sentence pairs or images, spread over the file or folder), checked with the spec by :func:`check_samples`.
+
 :func:`check_metric_spec` checks a spec without the model (syntax, files, folders, that the module can be
 found), so a command line refuses a bad one before loading anything; :func:`parse_metric` then builds the
 metric for the loaded model.
@@ -51,6 +54,15 @@ METRIC_SPECS: dict[str, str | None] = {
     "proxy": None,
 }
 METRIC_USAGE = "demo, perplexity:FILE, sts:FILE, imagefolder:DIR, python:MODULE:FUNCTION or proxy"
+#: kind -> what a sample limit counts, for the kinds that take one.
+SAMPLED_KINDS = {"perplexity": "windows of text", "sts": "sentence pairs", "imagefolder": "images"}
+#: kind -> why it takes no sample limit.
+_UNSAMPLED = {
+    "demo": "evaluates the model source's own test split",
+    "task": "evaluates the model source's own test split",
+    "python": "is a function of your own, which chooses its data",
+    "proxy": "reads a calibration batch, whose size is set by the calibration sample count",
+}
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,20 @@ def check_metric_spec(spec: str | MetricSpec) -> MetricSpec:
     checked = MetricSpec(kind, argument.strip())
     _CHECKS.get(kind, lambda _: None)(checked)
     return checked
+
+
+def check_samples(spec: str | MetricSpec, samples: int | None) -> None:
+    """Refuse a sample limit the metric cannot take, before anything is loaded: one that is not a whole number of
+    1 or more (2 or more for a rank correlation), or one given to a metric that does not read a file or folder."""
+    if samples is None:
+        return
+    checked = check_metric_spec(spec)
+    if checked.kind not in SAMPLED_KINDS:
+        raise EvaluationError(f"{checked} takes no sample limit: it {_UNSAMPLED[checked.kind]}; drop the limit")
+    least = 2 if checked.kind == "sts" else 1
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < least:
+        raise EvaluationError(f"a sample limit of {samples!r} for {checked}: give a whole number of "
+                              f"{SAMPLED_KINDS[checked.kind]}, {least} or more")
 
 
 def _check_file(spec: MetricSpec) -> None:
@@ -128,24 +154,26 @@ def resolve_calibration(loaded: LoadedModel, source: CalibrationSource | None, *
 
 
 def parse_metric(spec: str | MetricSpec, loaded: LoadedModel, *, calibration: CalibrationSource | None = None,
-                 tokenizer: Any = None, **proxy_options: Any) -> Metric:
-    """The metric ``spec`` names (see the module docstring), for the dense model ``loaded``.
+                 tokenizer: Any = None, samples: int | None = None, **proxy_options: Any) -> Metric:
+    """The metric ``spec`` names (see the module docstring), for the dense model ``loaded``; ``samples`` limits a
+    file or folder metric to that many windows, sentence pairs or images, spread evenly over it.
 
     ``calibration`` feeds the proxy (any source :func:`secateurs.data.load_calibration` takes; default: a sample
     of the model's training data when known, else its example inputs); ``tokenizer`` overrides the model's for
     text metrics; ``proxy_options`` (``num_samples``, ``seq_len``, ``seed``, ``loss``) shape the proxy.
     """
     checked = check_metric_spec(spec)
+    check_samples(checked, samples)
     model, argument = loaded.model, checked.argument
     if checked.kind in ("demo", "task"):
         return TaskMetric(loaded)
     if checked.kind == "perplexity":
-        return perplexity_metric(model, argument, tokenizer=tokenizer)
+        return perplexity_metric(model, argument, tokenizer=tokenizer, samples=samples)
     if checked.kind == "sts":
-        return sts_metric(model, argument, tokenizer=tokenizer)
+        return sts_metric(model, argument, tokenizer=tokenizer, samples=samples)
     if checked.kind == "imagefolder":
         channels, height, width = _image_shape(loaded, checked)
-        return imagefolder_metric(argument, (height, width), channels=channels)
+        return imagefolder_metric(argument, (height, width), channels=channels, samples=samples)
     if checked.kind == "python":
         return _python_metric(checked)
     source = resolve_calibration(loaded, calibration, num_samples=proxy_options.pop("num_samples", None),

@@ -117,7 +117,7 @@ def _run(name: str, model: nn.Module, metric: Metric, plan: _Plan, checked: Chec
         methods=[m.label for m in plan.sweep.methods], rows=sweep.rows, layer_sparsity=sweep.layer_sparsity,
         histograms=sweep.histograms, sensitivity=scan, recovery=recovery, blocks=blocks,
         settings=_recorded(checked, plan), timing=sweep.timing, stages=stages, environment=_environment(),
-        notes=plan.notes,
+        notes=[*metric.sample_notes(), *plan.notes],
     )  # fmt: skip
 
 

@@ -12,6 +12,11 @@
   class indices in sorted folder order (as the model's must be). Images are resized so that the model's input
   size is the central 87.5% (ImageNet evaluation), centre-cropped to it, and normalised with ImageNet's mean
   and standard deviation for 3-channel models (none for others; ``normalize=`` overrides). Percent.
+
+Each takes ``samples``: read only that many windows, sentence pairs or images, spread evenly over the whole file or
+folder (STS files and ImageFolders are ordered by topic or class, so the first N would sample one of them), for
+sweeps that evaluate a model many times. The metric's :attr:`~secateurs.analysis.Metric.samples` says how many of how
+many it reads.
 """
 
 from __future__ import annotations
@@ -47,6 +52,20 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_RATIO = 0.875
 MAX_WINDOW = 1024
 MAX_SENTENCE_TOKENS = 512
+
+
+def evenly_spaced(count: int, samples: int | None) -> list[int]:
+    """Indices of ``samples`` of ``count`` items spread evenly from the first on; all of them when ``samples`` is None
+    or not smaller than ``count``."""
+    if samples is None or samples >= count:
+        return list(range(count))
+    return [index * count // samples for index in range(samples)]
+
+
+def _sampled(metric: Metric, samples: int | None, count: int, what: str) -> Metric:
+    if samples is not None and samples < count:
+        metric.samples = f"{samples} of {count} {what}"
+    return metric
 
 
 def read_text_file(path: str | os.PathLike[str], what: str) -> str:
@@ -89,8 +108,9 @@ class Perplexity(OutputMetric):
 
 
 def perplexity_metric(model: nn.Module, path: str | os.PathLike[str], *, tokenizer: Any = None,
-                      seq_len: int | None = None, batch_size: int = 8) -> Perplexity:
-    """Perplexity of a causal language model on the text file ``path`` (see the module docstring)."""
+                      seq_len: int | None = None, batch_size: int = 8, samples: int | None = None) -> Perplexity:
+    """Perplexity of a causal language model on the text file ``path``, on ``samples`` windows of it spread over the
+    file when given (see the module docstring)."""
     what = f"perplexity on {path}"
     text = read_text_file(path, what)
     ids = torch.tensor(_tokenizer(model, tokenizer, what)(text, add_special_tokens=False, verbose=False)["input_ids"])
@@ -98,10 +118,15 @@ def perplexity_metric(model: nn.Module, path: str | os.PathLike[str], *, tokeniz
     if length < 2 or ids.numel() < 2:
         raise EvaluationError(f"{what}: {ids.numel()} tokens in windows of {length}; give more text (and seq_len >= 2)")
     whole = ids.numel() // length * length
-    chunks = list(ids[:whole].view(-1, length).split(batch_size))
+    windows = list(ids[:whole].view(-1, length))
     if ids.numel() - whole >= 2:
-        chunks.append(ids[whole:].unsqueeze(0))
-    return Perplexity([features_batch(model, {"input_ids": c, "attention_mask": torch.ones_like(c)}) for c in chunks])
+        windows.append(ids[whole:])
+    chosen = [windows[index] for index in evenly_spaced(len(windows), samples)]
+    full = [window for window in chosen if window.numel() == length]
+    chunks = list(torch.stack(full).split(batch_size)) if full else []
+    chunks += [window.unsqueeze(0) for window in chosen if window.numel() != length]
+    batches = [features_batch(model, {"input_ids": c, "attention_mask": torch.ones_like(c)}) for c in chunks]
+    return _sampled(Perplexity(batches), samples, len(windows), f"windows of {length} tokens")
 
 
 # ---------------------------------------------------------------------------------------------- STS
@@ -174,9 +199,14 @@ class STSCorrelation(OutputMetric):
 
 
 def sts_metric(model: nn.Module, path: str | os.PathLike[str], *, tokenizer: Any = None,
-               batch_size: int = 32) -> STSCorrelation:
-    """Spearman x 100 of a sentence encoder on the STS file ``path`` (see the module docstring)."""
+               batch_size: int = 32, samples: int | None = None) -> STSCorrelation:
+    """Spearman x 100 of a sentence encoder on the STS file ``path``, on ``samples`` of its sentence pairs spread
+    over the file when given (see the module docstring)."""
     left, right, gold = read_sts(path)
+    if samples is not None and samples < 2:
+        raise EvaluationError(f"a rank correlation needs at least 2 sentence pairs, not {samples}: ask for 2 or more")
+    count, chosen = len(gold), evenly_spaced(len(gold), samples)
+    left, right, gold = [left[i] for i in chosen], [right[i] for i in chosen], gold[chosen]
     tokenize = _tokenizer(model, tokenizer, f"STS on {path}")
     unique = sorted(set(left) | set(right), key=lambda s: (len(s), s))  # similar lengths batch with little padding
     position = {sentence: i for i, sentence in enumerate(unique)}
@@ -186,7 +216,8 @@ def sts_metric(model: nn.Module, path: str | os.PathLike[str], *, tokenizer: Any
         encoded = tokenize(unique[first : first + batch_size], padding=True, truncation=True, max_length=limit,
                            return_tensors="pt")
         batches.append(features_batch(model, {k: v for k, v in encoded.items() if isinstance(v, torch.Tensor)}))
-    return STSCorrelation(batches, [position[s] for s in left], [position[s] for s in right], gold)
+    metric = STSCorrelation(batches, [position[s] for s in left], [position[s] for s in right], gold)
+    return _sampled(metric, samples, count, "sentence pairs")
 
 
 # ---------------------------------------------------------------------------------------------- ImageFolder
@@ -198,14 +229,16 @@ class ImageFolderTop1(Metric):
     name = "top1"
     unit = "%"
 
-    def __init__(self, dataset: Any, batch_size: int = 64) -> None:
+    def __init__(self, dataset: Any, batch_size: int = 64, samples: int | None = None) -> None:
         self.dataset, self.batch_size = dataset, batch_size
+        self.images = torch.utils.data.Subset(dataset, evenly_spaced(len(dataset), samples))
         self.checked_classes = False
+        _sampled(self, samples, len(dataset), "images")
 
     def evaluate(self, model: nn.Module) -> float:
         if not self.checked_classes:
             self._check_classes(model)
-        return 100.0 * top1_accuracy(model, self.dataset, batch_size=self.batch_size)
+        return 100.0 * top1_accuracy(model, self.images, batch_size=self.batch_size)
 
     def _check_classes(self, model: nn.Module) -> None:
         image, _ = self.dataset[0]
@@ -220,9 +253,11 @@ class ImageFolderTop1(Metric):
 
 def imagefolder_metric(path: str | os.PathLike[str], input_size: Sequence[int], *, channels: int = 3,
                        normalize: tuple[Sequence[float], Sequence[float]] | None | str = "imagenet",
-                       crop_ratio: float = CROP_RATIO, batch_size: int = 64) -> ImageFolderTop1:
-    """Top-1 on the ImageFolder at ``path`` for a model taking ``channels x input_size`` images (see the module
-    docstring). ``normalize``: ``"imagenet"`` (default; for 3 channels), ``None``, or ``(mean, std)``."""
+                       crop_ratio: float = CROP_RATIO, batch_size: int = 64,
+                       samples: int | None = None) -> ImageFolderTop1:
+    """Top-1 on the ImageFolder at ``path`` (``samples`` of its images spread over it when given) for a model taking
+    ``channels x input_size`` images (see the module docstring). ``normalize``: ``"imagenet"`` (default; for 3
+    channels), ``None``, or ``(mean, std)``."""
     transforms = require("torchvision.transforms", "the imagefolder metric", "torchvision", "vision")
     datasets = require("torchvision.datasets", "the imagefolder metric", "torchvision", "vision")
     height, width = input_size
@@ -237,4 +272,4 @@ def imagefolder_metric(path: str | os.PathLike[str], input_size: Sequence[int], 
         dataset = datasets.ImageFolder(str(Path(path).expanduser()), transform=transforms.Compose(steps))
     except (FileNotFoundError, OSError) as exc:
         raise EvaluationError(f"imagefolder {path}: {exc} (one sub-folder of images per class)") from None
-    return ImageFolderTop1(dataset, batch_size)
+    return ImageFolderTop1(dataset, batch_size, samples)

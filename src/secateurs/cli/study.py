@@ -23,7 +23,7 @@ from secateurs.cli.command import ArgumentParser, Command, UsageError
 from secateurs.cli.options import add_options
 from secateurs.cli.output import print_json
 from secateurs.errors import PruningError
-from secateurs.recipes.commands import default_metric, study_settings
+from secateurs.recipes.commands import check_eval_samples, default_metric, study_settings
 from secateurs.recipes.options import STUDY_GROUPS
 from secateurs.recipes.progress import interactive, say
 from secateurs.sources import check_spec, load_model
@@ -57,6 +57,7 @@ def in_option_words(message: str, parser: argparse.ArgumentParser) -> str:
 def check_request(args: argparse.Namespace) -> dict[str, Any]:
     """Refuse a bad request before loading anything; return the study's settings."""
     check_spec(args.model, args.input_shape)
+    check_eval_samples(args)
     settings = study_settings(args)
     try:
         check_study_settings(settings)

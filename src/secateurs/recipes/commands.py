@@ -16,6 +16,7 @@ from secateurs.analysis import (
     EvaluationError,
     Metric,
     SensitivityResult,
+    check_samples,
     parse_metric,
     resolve_calibration,
     sensitivity,
@@ -34,6 +35,23 @@ def check_sensitivity_request(args: argparse.Namespace) -> None:
     """Refuse contradictory scan options before loading anything."""
     _check_amounts(args)
     _check_method(args)
+    check_eval_samples(args)
+
+
+def check_eval_samples(args: argparse.Namespace) -> None:
+    """Refuse --eval-samples without an --eval metric that reads a file or folder, before loading anything."""
+    if args.eval_samples is None:
+        return
+    if args.metric is None:
+        raise OptionError("eval_samples", "--eval-samples limits the file or folder of --eval: add --eval "
+                          "perplexity:FILE, sts:FILE or imagefolder:DIR, or drop --eval-samples")
+    if args.metric.kind == "proxy":
+        raise OptionError("eval_samples", "--eval proxy reads a calibration batch: size it with --calibration-samples "
+                          "instead of --eval-samples")
+    try:
+        check_samples(args.metric, args.eval_samples)
+    except EvaluationError as exc:
+        raise OptionError("eval_samples", f"--eval-samples {args.eval_samples}: {exc}") from None
 
 
 def _check_amounts(args: argparse.Namespace) -> None:
@@ -71,8 +89,8 @@ def scan_sensitivity(loaded: LoadedModel, args: argparse.Namespace) -> Sensitivi
     if args.calibration is not None:
         calibration = resolve_calibration(loaded, args.calibration, num_samples=args.calibration_samples, **seed)
     try:
-        metric = parse_metric(args.metric, loaded, calibration=calibration, num_samples=args.calibration_samples,
-                              **seed)
+        metric = parse_metric(args.metric, loaded, calibration=calibration, samples=args.eval_samples,
+                              num_samples=args.calibration_samples, **seed)
     except EvaluationError as exc:
         raise OptionError("eval", f"--eval {args.metric}: {exc}") from None
     options: dict[str, Any] = {"seed": args.seed} if args.seed is not None and args.method == "random" else {}
@@ -104,7 +122,7 @@ def default_metric(loaded: LoadedModel, args: argparse.Namespace) -> Metric:
     """The metric ``args.metric`` names, by default the model's own task metric where it has one, else the proxy."""
     spec = args.metric or ("task" if loaded.evaluate is not None else "proxy")
     try:
-        return parse_metric(spec, loaded, seed=args.seed)
+        return parse_metric(spec, loaded, samples=args.eval_samples, seed=args.seed)
     except EvaluationError as exc:
         raise OptionError("eval", f"--eval {spec}: {exc}") from None
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from secateurs.analysis import check_study_settings
 from secateurs.data import available_methods
 from secateurs.errors import SecateursError
-from secateurs.recipes.commands import check_sensitivity_request, study_settings
+from secateurs.recipes.commands import check_eval_samples, check_sensitivity_request, study_settings
 from secateurs.recipes.errors import OptionError, in_recipe_words
 from secateurs.recipes.options import options_of
 from secateurs.recipes.prune_checks import check_request
@@ -240,12 +240,14 @@ def _reads_data(kind: str, options: BaseModel) -> bool:
 
 def _inherited(kind: str, options: BaseModel, data: BaseModel) -> set[str]:
     """The keys of ``data:`` the step takes where it sets none: calibration for steps that read data, the metric
-    for steps that evaluate (a prune step only when it prunes to a target)."""
+    for steps that evaluate (a prune step only when it prunes to a target), its sample limit with the metric."""
     keys = set(data.model_fields_set)
     if not _reads_data(kind, options):
         keys -= set(CALIBRATION_KEYS)
     if kind in PRUNE_KINDS and options.target is None and options.max_drop is None:  # type: ignore[attr-defined]
         keys.discard("eval")
+    if "eval" not in keys | options.model_fields_set:
+        keys.discard("eval_samples")
     return keys
 
 
@@ -279,7 +281,10 @@ def _check_step(step: RecipeStep, file: str) -> None:
         elif step.kind == "sensitivity":
             check_sensitivity_request(step.namespace)
         elif step.kind == "study":
+            check_eval_samples(step.namespace)
             check_study_settings(study_settings(step.namespace))
+        elif step.kind == "evaluate":
+            check_eval_samples(step.namespace)
     except OptionError as exc:
         raise RecipeError(f"{file}: {step.path}.{exc.key}: {in_recipe_words(str(exc), recipe_keys())}") from None
     except SecateursError as exc:

@@ -163,6 +163,14 @@ def json_option(what: str) -> Option:
     )  # fmt: skip
 
 
+#: --eval-samples N: beside every --eval.
+EVAL_SAMPLES = Option(
+    "eval_samples", parse=positive_int, metavar="N",
+    help="evaluate on N windows, sentence pairs or images spread over the --eval file or folder (perplexity, sts, "
+    "imagefolder): faster evaluations for sweeps, on a sample (default: all of it)",
+)  # fmt: skip
+
+
 def eval_option(default: str | None = "proxy") -> Option:
     """--eval SPEC: what a model is worth (see :mod:`secateurs.analysis.specs`); for every command that evaluates."""
     return Option(
@@ -314,6 +322,7 @@ TARGET = OptionGroup("pruning to a target (instead of --amount; see docs/analysi
         "for all: the baseline) (default: sensitivity with --eval or --max-drop, else proxy)",
     ),
     eval_option(default=None),
+    EVAL_SAMPLES,
 ))  # fmt: skip
 
 RECOVERY = OptionGroup("recovery (fine-tuning; models with known training data, e.g. demo)", (
@@ -375,6 +384,7 @@ SENSITIVITY_FILES = {"json": "sensitivity.json", "csv": "sensitivity.csv", "plot
 
 SENSITIVITY_SCAN = OptionGroup("scan", (
     eval_option(),
+    EVAL_SAMPLES,
     Option(
         "granularity", parse=granularity_arg, default="unstructured", metavar="G",
         help="what a unit loses: unstructured (weights of one parameter), N:M (e.g. 2:4), channel (one coupled "
@@ -434,6 +444,7 @@ STUDY_SWEEP = OptionGroup("sweep", (
         help=f"the metric: {METRIC_USAGE} (default: the model's own task metric where it has one, such "
         "as the demo's test accuracy, else proxy)",
     ),
+    EVAL_SAMPLES,
     Option(
         "methods", kind="nargs", parse=study_method_arg, default=list(DEFAULT_METHODS), metavar="METHOD",
         help="CRITERION[:GRANULARITY]: random and l1 (unstructured), random:channel and l2:channel "
@@ -593,6 +604,7 @@ EVALUATE_GROUPS = (OptionGroup("evaluate", (
         "eval", dest="metric", parse=eval_spec_arg, metavar="SPEC",
         help=f"the metric: {METRIC_USAGE} (default: the model's own task metric where it has one, else proxy)",
     ),
+    EVAL_SAMPLES,
     Option(
         "calibration_samples", parse=positive_int, metavar="N",
         help="samples of the proxy's calibration batch (default: the proxy's own)",

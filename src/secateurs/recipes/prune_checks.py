@@ -9,6 +9,7 @@ from secateurs.core.patterns import NM, parse_pattern
 from secateurs.data import available_methods, check_calibration_source
 from secateurs.data.methods import Needs, get_method
 from secateurs.recipes.arguments import UNIT_GRANULARITIES
+from secateurs.recipes.commands import check_eval_samples
 from secateurs.recipes.errors import OptionError
 from secateurs.sources import check_spec
 from secateurs.storage import check_output_dir
@@ -48,6 +49,7 @@ def check_request(args: argparse.Namespace, *, check_model: bool = True) -> None
     _check_shrink(args)
     _check_calibration(args)
     _check_finetune(args)
+    check_eval_samples(args)
     if args.out is not None and not args.stream:  # a streamed run's output is checked by check_stream_request
         check_output_dir(args.out, args.overwrite)
 

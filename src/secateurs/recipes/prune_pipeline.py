@@ -480,7 +480,8 @@ def _allocation_metric(run: PruneRun) -> Metric | None:
     if _allocation_source(args) != "sensitivity":
         return None
     calibration = resolve_calibration(loaded, None, num_samples=args.calibration_samples, **_seed(args))
-    return parse_metric(args.metric or check_metric_spec("proxy"), loaded, calibration=calibration)
+    return parse_metric(args.metric or check_metric_spec("proxy"), loaded, calibration=calibration,
+                        samples=args.eval_samples)
 
 
 def _allocate(run: PruneRun) -> None:

@@ -30,6 +30,7 @@ from secateurs.recipes.options import (
     BENCH_GROUPS,
     CALIBRATION,
     DEVICE,
+    EVAL_SAMPLES,
     EVALUATE_GROUPS,
     EXPORT_GROUPS,
     INPUT_SHAPE,
@@ -192,7 +193,7 @@ ModelSection = create_model(
 )
 
 #: ``data:``: defaults of every step that reads calibration data or evaluates.
-DataSection = options_model("data", [*CALIBRATION.options[:4], eval_option(default=None)])
+DataSection = options_model("data", [*CALIBRATION.options[:4], eval_option(default=None), EVAL_SAMPLES])
 
 
 class Recipe(BaseModel):

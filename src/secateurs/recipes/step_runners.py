@@ -92,9 +92,11 @@ def _study(context: RunContext, step: RecipeStep, out: Path) -> Outcome:
 def _evaluate(context: RunContext, step: RecipeStep, out: Path) -> Outcome:
     args = step.namespace
     spec = args.metric or ("task" if context.loaded.evaluate is not None else "proxy")
-    metric = parse_metric(spec, context.loaded, num_samples=args.calibration_samples, seed=args.seed)
+    metric = parse_metric(spec, context.loaded, samples=args.eval_samples, num_samples=args.calibration_samples,
+                          seed=args.seed)
     value = metric(context.loaded.model)
-    return Outcome({"metric": metric.name, "spec": str(spec), "value": value, "higher_is_better": metric.higher_is_better})
+    return Outcome({"metric": metric.name, "spec": str(spec), "value": value, "higher_is_better": metric.higher_is_better,
+                    "samples": metric.samples})
 
 
 def _current(context: RunContext) -> Any:

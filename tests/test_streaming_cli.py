@@ -232,7 +232,7 @@ def test_a_finished_output_is_replaced_only_with_overwrite(checkpoint, tmp_path,
     assert prune_json(capsys, *args, "--overwrite")["resumed_from"] == 0
 
 
-def test_an_unfinished_output_of_other_settings_or_for_depth_pruning_needs_overwrite(checkpoint, tmp_path, capsys):
+def test_an_unfinished_output_of_other_settings_needs_overwrite(checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
 
     def killed(timing):
@@ -244,8 +244,22 @@ def test_an_unfinished_output_of_other_settings_or_for_depth_pruning_needs_overw
     assert "--overwrite" in error and "resume=" not in error
     error = one_line_error(capsys, f"hf:{checkpoint}", "--stream", "--granularity", "layer", "--amount", "1",
                            "--method", "wanda", "--calibration", CALIBRATION, "--out", str(out))
-    assert "unfinished" in error and "--overwrite" in error
+    assert "unfinished" in error and "other settings" in error and "--overwrite" in error
     assert (out / "model.safetensors.index.json").exists() is False and any(out.iterdir())
+
+
+def test_an_unfinished_depth_run_is_continued(checkpoint, tmp_path, capsys):
+    calibration = torch.randint(0, 96, (8, 16), generator=torch.Generator().manual_seed(0))
+
+    def killed(timing):
+        raise RuntimeError("killed after the first block")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        prune_streaming_depth(checkpoint, tmp_path / "out", calibration, 1, progress=False, on_block=killed)
+    result = prune_json(capsys, f"hf:{checkpoint}", "--stream", "--granularity", "layer", "--amount", "1", "--method",
+                        "wanda", "--calibration", CALIBRATION, "--out", str(tmp_path / "out"))  # fmt: skip
+    whole = prune_streaming_depth(checkpoint, tmp_path / "whole", calibration, 1, progress=False)
+    assert result["resumed_from"] == 1 and result["removed_layers"] == whole.dropped
 
 
 def test_recipes_take_the_streaming_options_and_refuse_streaming_their_loaded_model(checkpoint, tmp_path, capsys):

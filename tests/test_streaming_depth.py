@@ -110,3 +110,55 @@ def test_bad_requests_are_refused_before_anything_is_written(tmp_path, drop, exc
     with pytest.raises(PruningError, match=match):
         prune_streaming_depth(source, tmp_path / "out", IDS, drop, exclude=exclude, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+DEPTH_KILLER = """
+import os, signal, sys, torch
+from secateurs.streaming import prune_streaming_depth
+ids = torch.randint(0, 96, (8, 16), generator=torch.Generator().manual_seed(0))
+def on_block(timing):
+    if timing.index + 1 == int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)
+prune_streaming_depth(sys.argv[1], sys.argv[2], ids, 2, progress=False, on_block=on_block)
+"""
+
+
+def _tensors(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {key: value for shard in sorted(directory.glob("*.safetensors")) for key, value in load_file(shard).items()}
+
+
+def test_a_run_killed_in_the_influence_pass_resumes_to_the_same_output(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    source = saved(tiny_llama(), tmp_path / "model")
+    killed = subprocess.run([sys.executable, "-c", DEPTH_KILLER, str(source), str(tmp_path / "out"), "2"],
+                            check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (tmp_path / "out" / "model.safetensors.index.json").exists()
+    resumed = prune_streaming_depth(source, tmp_path / "out", IDS, 2, progress=False)
+    assert resumed.resumed_from == 2 and [t.index for t in resumed.blocks] == [2, 3]
+    whole = prune_streaming_depth(source, tmp_path / "whole", IDS, 2, progress=False)
+    assert resumed.influence == whole.influence and resumed.dropped == whole.dropped  # the same floats, restored
+    got, expected = _tensors(tmp_path / "out"), _tensors(tmp_path / "whole")
+    assert got.keys() == expected.keys() and all(torch.equal(got[key], expected[key]) for key in expected)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
+
+
+def test_a_depth_run_with_other_settings_does_not_resume_the_unfinished_one(tmp_path):
+    from secateurs.streaming import ResumeError
+
+    source = saved(tiny_llama(), tmp_path / "model")
+
+    def stop(timing):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prune_streaming_depth(source, tmp_path / "out", IDS, 1, progress=False, on_block=stop)
+    with pytest.raises(ResumeError, match="other settings"):
+        prune_streaming_depth(source, tmp_path / "out", IDS, 2, progress=False)
+    assert prune_streaming_depth(source, tmp_path / "out", IDS, 2, progress=False, resume=False).resumed_from == 0

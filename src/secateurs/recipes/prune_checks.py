@@ -250,8 +250,5 @@ def _check_stream_output(args: argparse.Namespace, checkpoint: Checkpoint) -> No
     unfinished, finished = (out / STATE_DIR).is_dir(), (out / INDEX_FILE).is_file()
     if any(out.iterdir()) and not (unfinished or finished):
         raise OptionError("out", f"--out {out} holds files no streamed run wrote; choose an empty or new DIR")
-    if unfinished and args.granularity == "layer" and not args.overwrite:
-        raise OptionError("overwrite", f"--out {out} holds an unfinished streamed run, which depth pruning does not "
-                          "continue: add --overwrite to replace it, or choose another DIR")
     if finished and not unfinished and not args.overwrite:
         raise OptionError("overwrite", f"--out {out} holds a finished streamed run: add --overwrite to replace it, or choose another DIR")

@@ -555,7 +555,7 @@ def _stream(run: PruneRun) -> None:
             if args.granularity == "layer":
                 run.streamed = prune_streaming_depth(
                     directory, args.out, args.calibration, args.amount, exclude=args.exclude, device=args.device,
-                    **_streamed_options(args),
+                    resume=not args.overwrite, **_streamed_options(args),
                 )  # fmt: skip
             else:
                 run.streamed = prune_streaming(

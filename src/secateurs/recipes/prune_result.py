@@ -172,7 +172,7 @@ def _depth_keys(streamed: DepthReport, checkpoint: Checkpoint) -> dict[str, Any]
     return {
         "scope": None, "params_before": before, "params_after": after, "params_removed": before - after,
         "sparsity": 0.0, "layers_pruned": len(streamed.dropped), "pruned_sparsity": 1 - after / before,
-        "layers_skipped": [], "dense_bytes_after": output.nbytes(), "resumed_from": 0,
+        "layers_skipped": [], "dense_bytes_after": output.nbytes(), "resumed_from": streamed.resumed_from,
         "removed_layers": streamed.dropped, "influence": streamed.influence,
     }  # fmt: skip
 

@@ -8,7 +8,9 @@ data layer's :class:`~secateurs.data.allocation.InfluenceMeter` as :func:`secate
 does in memory). Each block is read from disk for its turn and freed, as in :func:`prune_streaming`. The
 ``amount`` least influential blocks outside ``exclude`` are left out of the output. That output is written one
 block at a time: the kept blocks are renumbered, and the config's layer count and per-layer lists are
-trimmed. Peak memory is about one block plus the calibration activations, whatever the depth.
+trimmed. Peak memory is about one block plus the calibration activations, whatever the depth. A run killed
+during the influence pass continues from its last measured block (the state after each block keeps the
+activations and the influences so far); one killed while writing writes the output again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from secateurs.data.sequential import BlockStack
 from secateurs.errors import PruningError, UnsupportedOperationError
 from secateurs.streaming.checkpoint import Checkpoint
 from secateurs.streaming.memory import MemoryEstimate, check_budget, parse_memory
-from secateurs.streaming.pruning import block_stack_of, estimate_peak, step_seconds
+from secateurs.streaming.pruning import block_stack_of, estimate_peak, settings_fingerprint, step_seconds
 from secateurs.streaming.skeleton import Placement, build_skeleton
 from secateurs.streaming.walk import BlockTiming, StreamingWalk
 from secateurs.streaming.writer import ShardWriter
@@ -47,6 +49,7 @@ class DepthReport:
     out_dir: Path
     memory: MemoryEstimate
     blocks: list[BlockTiming] = field(default_factory=list)
+    resumed_from: int = 0
     seconds: float = 0.0
 
     @property
@@ -61,7 +64,7 @@ class DepthReport:
         return {
             "influence": self.influence, "dropped": self.dropped, "kept": self.kept, "out_dir": str(self.out_dir),
             "memory": self.memory.to_dict(), "blocks": [{"block": b.block, **b.seconds} for b in self.blocks],
-            "seconds": self.seconds, "step_seconds": self.step_seconds(),
+            "resumed_from": self.resumed_from, "seconds": self.seconds, "step_seconds": self.step_seconds(),
         }  # fmt: skip
 
 
@@ -82,6 +85,8 @@ def prune_streaming_depth(
     progress: bool = True,
     max_memory: int | str | None = None,
     activations_dtype: torch.dtype | None = None,
+    resume: bool = True,
+    on_block: Callable[[BlockTiming], None] | None = None,
 ) -> DepthReport:
     """Remove the ``amount`` least influential blocks of the Hugging Face checkpoint in ``checkpoint_dir``
     (safetensors), writing the shallower model to ``out_dir``; the checkpoint is never loaded whole.
@@ -90,7 +95,9 @@ def prune_streaming_depth(
     patterns, matching a block's name or a parameter inside it, e.g. ``"model.layers.0"``) keeps blocks.
     The calibration options are :func:`secateurs.data.load_calibration`'s. ``max_memory`` and
     ``activations_dtype`` are :func:`prune_streaming`'s. The output is a Hugging Face directory that plain
-    ``from_pretrained`` loads: each shard is written atomically, and the index is written last.
+    ``from_pretrained`` loads: each shard is written atomically, and the index is written last. A killed run
+    continues from its last measured block when called again with the same arguments (``resume=False`` starts
+    over); ``on_block(timing)`` is called after each block of the influence pass.
     """
     started = time.perf_counter()
     checkpoint = Checkpoint(checkpoint_dir)
@@ -106,15 +113,20 @@ def prune_streaming_depth(
     if max_memory is not None:
         check_budget(memory, parse_memory(max_memory))
     writer = ShardWriter(out_dir, len(stack.blocks) - count + 1)
-    writer.prepare(resume=False)
-    walk = StreamingWalk(placement, stack, writer, "", dense_passes=1, activations_dtype=activations_dtype)
+    options = {"depth": count, "candidates": candidates, "activations_dtype": str(activations_dtype)}
+    walk = StreamingWalk(
+        placement, stack, writer, settings_fingerprint(checkpoint, data, options), activations_dtype=activations_dtype,
+        resume=resume, on_block=on_block, write_blocks=False,
+    )  # fmt: skip
+    writer.prepare(resume)
     influence = _influence(model, walk, data, device, progress)
     dropped = set(sorted(candidates, key=influence.__getitem__)[:count])
     kept = [index for index in range(len(stack.blocks)) if stack.block_name(index) not in dropped]
     shard_keys = _write_blocks(writer, placement, stack, kept)
     writer.finish(checkpoint, shard_keys, config=_trimmed_config(model, kept))
     dropped_in_order = [name for name in influence if name in dropped]
-    return DepthReport(influence, dropped_in_order, writer.out_dir, memory, walk.timings, time.perf_counter() - started)
+    return DepthReport(influence, dropped_in_order, writer.out_dir, memory, walk.timings, walk.resumed_from,
+                       time.perf_counter() - started)
 
 
 def _check_config(model: nn.Module, stack: BlockStack) -> None:
@@ -156,13 +168,13 @@ def _drop_count(amount: int | float, blocks: int, candidates: int) -> int:
 
 
 def _influence(model: nn.Module, walk: StreamingWalk, data: Calibration, device: Any, progress: bool) -> dict[str, float]:
-    """Each block's influence, in block order, from one read-only streamed walk."""
-    influence: dict[str, float] = {}
+    """Each block's influence, in block order, from one streamed walk that writes no block (a resumed walk
+    brings the influences measured before it stopped)."""
     for step in walk(model, data, device=device, progress=progress, desc="block influence"):
         meter = InfluenceMeter()
         step.advance(observe=meter)
-        influence[step.name] = meter.value
-    return influence
+        walk.results[step.name] = meter.value
+    return dict(walk.results)
 
 
 def _write_blocks(writer: ShardWriter, placement: Placement, stack: BlockStack, kept: list[int]) -> list[list[str]]:

@@ -143,7 +143,7 @@ def prune_streaming(
         "solver": (block_size, damping), "activations_dtype": str(activations_dtype), "format": weights_format,
     }  # fmt: skip
     walk = StreamingWalk(
-        placement, stack, writer, _settings(checkpoint, data, options), dense_passes=int(allocation == "owl"),
+        placement, stack, writer, settings_fingerprint(checkpoint, data, options), dense_passes=int(allocation == "owl"),
         activations_dtype=activations_dtype, resume=resume, on_block=on_block,
     )  # fmt: skip
     writer.prepare(resume)
@@ -200,7 +200,7 @@ def _tokens(batch: Any) -> int:
     return ids.numel() if isinstance(ids, torch.Tensor) else batch.num_samples
 
 
-def _settings(checkpoint: Checkpoint, data: Calibration | None, options: dict[str, Any]) -> str:
+def settings_fingerprint(checkpoint: Checkpoint, data: Calibration | None, options: dict[str, Any]) -> str:
     """A fingerprint of everything that decides the output: a resumed run must share it."""
     digest = hashlib.sha256()
     for key, info in checkpoint.tensors.items():

@@ -54,7 +54,9 @@ class StreamingWalk:
     """Visits the blocks of a skeleton model, each loaded from the checkpoint for its turn.
 
     The first ``dense_passes`` calls (OWL's outlier pass) only read; later calls write each pruned block
-    and resume from ``writer``'s state when it holds one for ``settings``.
+    (unless ``write_blocks`` is false: a pass that only measures) and the state after it, and resume from
+    ``writer``'s state when it holds one for ``settings``. What a pass measures per block goes in
+    :attr:`results`, which the state keeps.
     """
 
     def __init__(
@@ -68,10 +70,12 @@ class StreamingWalk:
         activations_dtype: torch.dtype | None = None,
         resume: bool = True,
         on_block: Callable[[BlockTiming], None] | None = None,
+        write_blocks: bool = True,
     ) -> None:
         self.placement, self.stack, self.writer, self.settings = placement, stack, writer, settings
         self.dense_passes, self.activations_dtype, self.resume = dense_passes, activations_dtype, resume
-        self.on_block = on_block
+        self.on_block, self.write_blocks = on_block, write_blocks
+        self.results: dict[str, float] = {}
         self.timings: list[BlockTiming] = []
         self.resumed_from = 0
         self._calls = 0
@@ -98,7 +102,7 @@ class StreamingWalk:
         state = self.writer.load_state(self.settings) if writing and self.resume else None
         if state is not None:
             start, inputs = state.next_block, state.inputs
-            self.resumed_from = start
+            self.resumed_from, self.results = start, dict(state.results)
         else:
             start, inputs = 0, self._capture(model, calibration, device, meter)
         blocks = range(start, len(self.stack.blocks))
@@ -147,8 +151,9 @@ class StreamingWalk:
             finalize(block)  # the zeros stay; the masks would otherwise pile up, one per pruned weight
             if writing:
                 with _timed(timing, "write"):
-                    self.writer.write_shard(index, self.placement.state(names))
-                    self.writer.save_state(ResumeState(self.settings, index + 1, inputs))
+                    if self.write_blocks:
+                        self.writer.write_shard(index, self.placement.state(names))
+                    self.writer.save_state(ResumeState(self.settings, index + 1, inputs, dict(self.results)))
         finally:
             self.placement.free(names)
         self.timings.append(timing)

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,13 @@ class ResumeError(SecateursError, ValueError):
 
 @dataclass
 class ResumeState:
-    """Where a killed run stopped: the next block to prune and the calibration inputs that reach it."""
+    """Where a killed run stopped: the next block to visit, the calibration inputs that reach it, and what the
+    blocks visited so far measured (``results``: a read-only pass's per-block numbers, such as block influence)."""
 
     settings: str
     next_block: int
     inputs: list[Any]
+    results: dict[str, float] = field(default_factory=dict)
 
 
 class ShardWriter:

@@ -16,7 +16,8 @@ def denormal_setting_untouched():
     yield
     after = flushing_denormals()
     torch.set_flush_denormal(before)
-    assert after == before, f"the test left denormal flushing {'on' if after else 'off'} (it was {'on' if before else 'off'})"
+    state = {True: "on", False: "off"}
+    assert after == before, f"the test left denormal flushing {state[after]} (it was {state[before]})"
 
 
 @pytest.fixture()

@@ -146,7 +146,8 @@ def test_a_run_killed_in_the_influence_pass_resumes_to_the_same_output(tmp_path)
     assert resumed.influence == whole.influence and resumed.dropped == whole.dropped  # the same floats, restored
     got, expected = _tensors(tmp_path / "out"), _tensors(tmp_path / "whole")
     assert got.keys() == expected.keys() and all(torch.equal(got[key], expected[key]) for key in expected)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
+    names = [sorted(p.name for p in (tmp_path / run).iterdir()) for run in ("out", "whole")]
+    assert names[0] == names[1]
 
 
 def test_a_depth_run_with_other_settings_does_not_resume_the_unfinished_one(tmp_path):

@@ -95,8 +95,8 @@ def _evaluate(context: RunContext, step: RecipeStep, out: Path) -> Outcome:
     metric = parse_metric(spec, context.loaded, samples=args.eval_samples, num_samples=args.calibration_samples,
                           seed=args.seed)
     value = metric(context.loaded.model)
-    return Outcome({"metric": metric.name, "spec": str(spec), "value": value, "higher_is_better": metric.higher_is_better,
-                    "samples": metric.samples})
+    return Outcome({"metric": metric.name, "spec": str(spec), "value": value,
+                    "higher_is_better": metric.higher_is_better, "samples": metric.samples})
 
 
 def _current(context: RunContext) -> Any:

@@ -143,8 +143,8 @@ def prune_streaming(
         "solver": (block_size, damping), "activations_dtype": str(activations_dtype), "format": weights_format,
     }  # fmt: skip
     walk = StreamingWalk(
-        placement, stack, writer, settings_fingerprint(checkpoint, data, options), dense_passes=int(allocation == "owl"),
-        activations_dtype=activations_dtype, resume=resume, on_block=on_block,
+        placement, stack, writer, settings_fingerprint(checkpoint, data, options),
+        dense_passes=int(allocation == "owl"), activations_dtype=activations_dtype, resume=resume, on_block=on_block,
     )  # fmt: skip
     writer.prepare(resume)
     report = prune_with_data(

@@ -52,7 +52,10 @@ def test_run_directory_holds_every_step(demo_cache, capsys):
     first = json.loads((out / "01-prune" / "result.json").read_text())
     assert first["method"] == "random" and first["seed"] == 0 and 0.25 < first["pruned_sparsity"] < 0.35
     assert json.loads((out / "02-evaluate" / "result.json").read_text())["metric"] == "accuracy"
-    assert "| 03-prune |" in (out / "04-report" / "report.md").read_text()
+    report = (out / "04-report" / "report.md").read_text()
+    evaluated = json.loads((out / "02-evaluate" / "result.json").read_text())
+    assert "| 03-prune |" in report and f"| 02-evaluate | accuracy {evaluated['value']:.4g}% |" in report
+    assert "accuracy 0." not in report  # prune rows in the evaluate step's percent, not the source's fraction
     manifest = json.loads((out / "03-prune" / "model" / "manifest.json").read_text())
     assert [record["method"] for record in manifest["pruning"]] == ["random", "l1"]
     assert not list(out.glob(".*")), "no temporary directory left behind"

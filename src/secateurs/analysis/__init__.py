@@ -27,6 +27,8 @@ from secateurs.analysis.metrics import (
     Metric,
     OutputMetric,
     TaskMetric,
+    task_score,
+    with_unit,
     as_metric,
 )
 from secateurs.analysis.proxy import (
@@ -108,6 +110,8 @@ __all__ = [
     "StudySettings",
     "Target",
     "TaskMetric",
+    "task_score",
+    "with_unit",
     "Unit",
     "UnitCurve",
     "UnreachableTargetError",

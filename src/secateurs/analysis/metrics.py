@@ -128,10 +128,19 @@ class TaskMetric(Metric):
         scores = self.evaluate_task(model)
         key = next(iter(scores))
         self.name = key
-        if "accuracy" in key:
-            self.unit = "%"
-            return 100.0 * scores[key]
-        return scores[key]
+        value, self.unit = task_score(key, scores[key])
+        return value
+
+
+def task_score(key: str, value: float) -> tuple[float, str]:
+    """A model source's task score (:attr:`LoadedModel.evaluate`) as metrics report it, with its unit: accuracies,
+    fractions at the source, in percent."""
+    return (100.0 * value, "%") if "accuracy" in key else (value, "")
+
+
+def with_unit(value: float, unit: str) -> str:
+    """``98.44%``, ``85.2 (x100)``, ``12.3``: a metric's value as tables print it."""
+    return f"{value:.4g}{unit}" if unit == "%" else f"{value:.4g} ({unit})" if unit else f"{value:.4g}"
 
 
 class OutputMetric(Metric):

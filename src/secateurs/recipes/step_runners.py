@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from secateurs.analysis import check_study_settings, parse_metric, study
+from secateurs.analysis import check_study_settings, parse_metric, study, task_score, with_unit
 from secateurs.export import bench, export
 from secateurs.recipes.commands import (
     check_sensitivity_request,
@@ -29,7 +29,7 @@ from secateurs.recipes.options import SENSITIVITY_FILES
 from secateurs.recipes.prune_pipeline import PruneRun, run_steps
 from secateurs.recipes.prune_result import prune_result
 from secateurs.sources import LoadedModel
-from secateurs.storage import save_pruned
+from secateurs.storage import atomic_file, save_pruned
 
 #: The name of the saved model inside a step directory.
 MODEL_FOLDER = "model"
@@ -95,7 +95,7 @@ def _evaluate(context: RunContext, step: RecipeStep, out: Path) -> Outcome:
     metric = parse_metric(spec, context.loaded, samples=args.eval_samples, num_samples=args.calibration_samples,
                           seed=args.seed)
     value = metric(context.loaded.model)
-    return Outcome({"metric": metric.name, "spec": str(spec), "value": value,
+    return Outcome({"metric": metric.name, "spec": str(spec), "value": value, "unit": metric.unit,
                     "higher_is_better": metric.higher_is_better, "samples": metric.samples})
 
 
@@ -123,7 +123,8 @@ def _report(context: RunContext, step: RecipeStep, out: Path) -> Outcome:
             for path in sorted(context.directory.glob("[0-9][0-9]-*")) if (path / RESULT_FILE).is_file()]  # fmt: skip
     lines = [f"# {context.recipe.model.spec}: {Path(context.recipe.file).name}", "", "| step | result |", "|---|---|"]
     lines += [f"| {name} | {text} |" for name, text in rows]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    with atomic_file(out / "report.md") as temp:
+        temp.write_text("\n".join(lines) + "\n")
     return Outcome({"steps": dict(rows), "report": "report.md"})
 
 
@@ -133,12 +134,12 @@ def _headline(name: str, result: dict[str, Any]) -> tuple[str, str]:
         text = (f"{result['params_after']:,} parameters ({result['params_before']:,} before), sparsity "
                 f"{result['sparsity']:.1%}")
         metrics = result.get("metrics_after") or {}
-        text += "".join(f", {key} {value:.4g}" for key, value in metrics.items())
+        text += "".join(f", {key} {with_unit(*task_score(key, value))}" for key, value in metrics.items())
         if result.get("latency_ratio") is not None:
             text += f", latency x{result['latency_ratio']:.2f}"
         return name, text
     if "value" in result:
-        return name, f"{result['metric']} {result['value']:.4g}"
+        return name, f"{result['metric']} {with_unit(result['value'], result.get('unit', ''))}"
     if "summary" in result:
         return name, result["summary"].splitlines()[0]
     if "formats" in result:

@@ -3,6 +3,7 @@
 * :mod:`.schedules` - :class:`OneShot`, :class:`Iterative`, :class:`Gradual` (Zhu & Gupta), to/from dict;
 * :mod:`.controller` - :class:`PruningController`, called from your loop (``on_step`` / ``on_epoch``);
 * :mod:`.loop` - :func:`fit`, a resumable training loop for the simple case; :func:`top1_accuracy`;
+* :mod:`.batchnorm` - :func:`recalibrate_batchnorm`: BatchNorm statistics re-estimated after channels go;
 * :mod:`.pipeline` - :func:`recover`: measure, prune on a schedule, fine-tune, measure again;
 * :mod:`.distill` - :class:`Distiller`, :func:`kd_loss`: the dense model as teacher;
 * :mod:`.movement` - :func:`track_movement` and the ``"movement"`` criterion;
@@ -13,6 +14,7 @@
 
 from typing import Any
 
+from secateurs.recovery.batchnorm import recalibrate_batchnorm
 from secateurs.recovery.checkpoint import CheckpointManager, atomic_save
 from secateurs.recovery.controller import PruneEvent, PruningController
 from secateurs.recovery.distill import Distiller, kd_loss
@@ -44,6 +46,7 @@ __all__ = [
     "mask_digest",
     "masks_agree",
     "recover",
+    "recalibrate_batchnorm",
     "recovered_fraction",
     "schedule_from_dict",
     "sync_masks",

@@ -160,6 +160,17 @@ def test_a_metric_is_scanned_when_no_curves_are_given():
     plan = allocate(dense, X, "params=0.6", metric=agreement, amounts=(0.5, 0.9), progress=False)
     assert plan.source == "sensitivity" and plan.drop_unit == "agreement" and evaluated
     assert set(plan.amounts.values()) <= {0.0, 0.5, 0.9} and plan.achieved <= 0.6 * 1.005
+    assert not any("sample" in note for note in plan.notes)
+
+
+def test_an_allocation_from_a_metric_on_a_sample_says_so():
+    from secateurs.analysis import FunctionMetric
+
+    dense = cnn()
+    metric = FunctionMetric(lambda model: float(model(*X).sum()), name="outputs")
+    metric.samples = "2 of 9 images"  # what a limited file metric records (parse_metric(..., samples=2))
+    plan = allocate(dense, X, "params=0.6", metric=metric, amounts=(0.5,), progress=False)
+    assert plan.notes[0] == "outputs measured on a sample: 2 of 9 images" and plan.notes[0] in plan.to_dict()["notes"]
 
 
 @pytest.mark.parametrize(

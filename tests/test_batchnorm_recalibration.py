@@ -71,6 +71,23 @@ def test_refusals_leave_the_model_alone():
         recalibrate_batchnorm(nn.Linear(4, 2), (torch.randn(8, 4),))
     model = network()
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(PruningError, match="num_samples=0"):
-        recalibrate_batchnorm(model, (X,), num_samples=0)
+    with pytest.raises(PruningError, match="num_samples=1"):
+        recalibrate_batchnorm(model, (X,), num_samples=1)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+def test_a_failure_part_way_restores_the_statistics_and_a_last_single_sample_is_skipped():
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 2))
+    model[1].running_mean.fill_(3.0)
+    recalibrate_batchnorm(model, (torch.randn(65, 4),), batch_size=64)  # 64 + 1: the lone sample is left out
+    assert not torch.allclose(model[1].running_mean, torch.full((6,), 3.0))
+    model[1].running_mean.fill_(3.0)
+    with pytest.raises(RuntimeError):
+        recalibrate_batchnorm(model, (torch.randn(128, 5),))  # the wrong width fails in the first layer
+    assert torch.equal(model[1].running_mean, torch.full((6,), 3.0)) and model[1].momentum == 0.1
+
+
+def test_norms_without_running_statistics_are_not_counted():
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6, track_running_stats=False))
+    with pytest.raises(PruningError, match="keeps running statistics"):
+        recalibrate_batchnorm(model, (torch.randn(8, 4),))

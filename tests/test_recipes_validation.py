@@ -93,6 +93,8 @@ BROKEN = {
                          "r.yaml: steps[0].evaluate.eval: ${sts} is not in vars (vars: none)"),
     "sample limit of a task metric": ("model: demo\nsteps:\n  - evaluate: {eval_samples: 50}\n",
                                       "r.yaml: steps[0].evaluate.eval_samples: eval_samples limits the file or folder"),
+    "sample limit nothing reads": ("model: demo\nsteps:\n  - evaluate: {}\ndata:\n  eval_samples: 50\n",
+                                   "r.yaml: data.eval_samples: no step evaluates a file or folder metric"),
     "not YAML": ("model: demo\nsteps: [\n", "r.yaml (line 3): not valid YAML"),
     "not a mapping": ("- prune: {amount: 0.3}\n", "r.yaml: a recipe is a mapping"),
 }  # fmt: skip

@@ -56,7 +56,7 @@ from secateurs.analysis.latency_table import (
     latency_table,
     shrunk_copy,
 )
-from secateurs.analysis.metrics import Metric, MetricFunction
+from secateurs.analysis.metrics import SAMPLE_NOTE, Metric, MetricFunction
 from secateurs.analysis.result import SensitivityResult, exact_pattern
 from secateurs.analysis.sensitivity import DEFAULT_AMOUNTS, sensitivity
 from secateurs.analysis.targets import Target, UnreachableTargetError, parse_target
@@ -208,7 +208,10 @@ def allocate(
         return _uniform(space, costs, goal, model, example_inputs, round_to, criterion, threads, verify)
     levels = _levels(space, chosen_source, curves, amounts, round_to, criterion)
     _check_reachable(space, costs, goal, None, round_to, criterion, levels)
-    return _searched(space, costs, levels, goal, chosen_source, model, example_inputs, curves, criterion, threads, verify)
+    result = _searched(space, costs, levels, goal, chosen_source, model, example_inputs, curves, criterion, threads, verify)
+    if curves is not None:  # a scan on a sample of the metric's data says so in the allocation too
+        result.notes[:0] = [note for note in curves.notes if SAMPLE_NOTE in note]
+    return result
 
 
 # ---- checks ------------------------------------------------------------------------------------------

@@ -29,6 +29,10 @@ MetricFunction = Callable[[nn.Module], float]
 BatchHook = Callable[[int], None]
 
 
+#: How a result's notes say its metric read a sample of its data.
+SAMPLE_NOTE = "measured on a sample"
+
+
 class EvaluationError(SecateursError, ValueError):
     """An evaluation that cannot run as asked: a bad metric spec, a file that is not what it should be."""
 
@@ -73,7 +77,7 @@ class Metric:
 
     def sample_notes(self) -> list[str]:
         """A note for results that this metric read a sample of its data, else none."""
-        return [] if self.samples is None else [f"{self.name} measured on a sample: {self.samples}"]
+        return [] if self.samples is None else [f"{self.name} {SAMPLE_NOTE}: {self.samples}"]
 
     def describe(self) -> dict[str, Any]:
         described = {"name": self.name, "higher_is_better": self.higher_is_better, "unit": self.unit}

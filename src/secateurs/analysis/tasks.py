@@ -26,7 +26,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -57,12 +57,17 @@ MAX_SENTENCE_TOKENS = 512
 def evenly_spaced(count: int, samples: int | None) -> list[int]:
     """Indices of ``samples`` of ``count`` items spread evenly from the first on; all of them when ``samples`` is None
     or not smaller than ``count``."""
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise EvaluationError(f"samples={samples!r}: give a whole number of samples, 1 or more, or None for all")
     if samples is None or samples >= count:
         return list(range(count))
     return [index * count // samples for index in range(samples)]
 
 
-def _sampled(metric: Metric, samples: int | None, count: int, what: str) -> Metric:
+SomeMetric = TypeVar("SomeMetric", bound=Metric)
+
+
+def _sampled(metric: SomeMetric, samples: int | None, count: int, what: str) -> SomeMetric:
     if samples is not None and samples < count:
         metric.samples = f"{samples} of {count} {what}"
     return metric

@@ -46,12 +46,13 @@ def check_eval_samples(args: argparse.Namespace) -> None:
         raise OptionError("eval_samples", "--eval-samples limits the file or folder of --eval: add --eval "
                           "perplexity:FILE, sts:FILE or imagefolder:DIR, or drop --eval-samples")
     if args.metric.kind == "proxy":
-        raise OptionError("eval_samples", "--eval proxy reads a calibration batch: size it with --calibration-samples "
-                          "instead of --eval-samples")
+        instead = "size it with --calibration-samples instead" if hasattr(args, "calibration_samples") else "drop it"
+        raise OptionError("eval_samples", f"--eval proxy reads a calibration batch, not --eval-samples: {instead}")
     try:
         check_samples(args.metric, args.eval_samples)
     except EvaluationError as exc:
-        raise OptionError("eval_samples", f"--eval-samples {args.eval_samples}: {exc}") from None
+        message = str(exc).replace("drop the limit", "drop --eval-samples")
+        raise OptionError("eval_samples", f"--eval-samples {args.eval_samples}: {message}") from None
 
 
 def _check_amounts(args: argparse.Namespace) -> None:

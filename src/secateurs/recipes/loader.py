@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from secateurs.analysis import check_study_settings
+from secateurs.analysis.specs import SAMPLED_KINDS
 from secateurs.data import available_methods
 from secateurs.errors import SecateursError
 from secateurs.recipes.commands import check_eval_samples, check_sensitivity_request, study_settings
@@ -246,8 +247,9 @@ def _inherited(kind: str, options: BaseModel, data: BaseModel) -> set[str]:
         keys -= set(CALIBRATION_KEYS)
     if kind in PRUNE_KINDS and options.target is None and options.max_drop is None:  # type: ignore[attr-defined]
         keys.discard("eval")
-    if "eval" not in keys | options.model_fields_set:
-        keys.discard("eval_samples")
+    metric = getattr(options, "eval", None) if "eval" in options.model_fields_set else getattr(data, "eval", None)
+    if "eval" not in keys | options.model_fields_set or getattr(metric, "kind", None) not in SAMPLED_KINDS:
+        keys.discard("eval_samples")  # a limit of data: reaches only the steps whose metric reads a file or folder
     return keys
 
 
@@ -317,7 +319,16 @@ def validate_config(config: dict[str, Any], file: str) -> tuple[Recipe, BaseMode
             problems.append(str(exc))
     if problems:
         raise RecipeError("\n".join(problems))
+    _check_data_used(data, steps, file)
     return recipe, model, steps  # type: ignore[return-value]
+
+
+def _check_data_used(data: BaseModel, steps: list[RecipeStep], file: str) -> None:
+    """Refuse data.eval_samples when no step's metric takes it: it would change nothing."""
+    limit = getattr(data, "eval_samples", None)
+    if limit is not None and all(getattr(step.namespace, "eval_samples", None) != limit for step in steps):
+        raise RecipeError(f"{file}: data.eval_samples: no step evaluates a file or folder metric (perplexity:FILE, "
+                          "sts:FILE, imagefolder:DIR) that it could limit; drop it, or give such an eval")
 
 
 def _step(entry: Any, index: int, file: str, recipe: Recipe, model: BaseModel) -> RecipeStep:

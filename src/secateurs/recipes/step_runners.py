@@ -139,7 +139,8 @@ def _headline(name: str, result: dict[str, Any]) -> tuple[str, str]:
             text += f", latency x{result['latency_ratio']:.2f}"
         return name, text
     if "value" in result:
-        return name, f"{result['metric']} {with_unit(result['value'], result.get('unit', ''))}"
+        sample = f" on a sample: {result['samples']}" if result.get("samples") else ""
+        return name, f"{result['metric']} {with_unit(result['value'], result.get('unit', ''))}{sample}"
     if "summary" in result:
         return name, result["summary"].splitlines()[0]
     if "formats" in result:

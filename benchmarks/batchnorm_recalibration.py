@@ -8,6 +8,8 @@ to the same MACs as ``allocation.py`` does (uniform, the data-free proxy, a sens
 and reports test accuracy right after shrinking, then after recalibration on 256 and on 1,024 training samples.
 
     nice .venv/bin/python benchmarks/batchnorm_recalibration.py   # -> benchmarks/results/batchnorm_recalibration.md/.json
+
+The committed table ends with a reading written by hand after the run; a re-run rewrites the table without it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from secateurs.recovery import recalibrate_batchnorm
+from secateurs.storage import atomic_file
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -69,9 +72,8 @@ def lines(result: dict, command: str, load: tuple[str, str], seconds: float, thr
 
 
 def write(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
+    with atomic_file(path) as temp:
+        temp.write_text(text, encoding="utf-8")
 
 
 def main() -> None:

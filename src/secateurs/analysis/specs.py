@@ -37,7 +37,7 @@ from secateurs.analysis.metrics import (
     TaskMetric,
 )
 from secateurs.analysis.proxy import proxy_metric
-from secateurs.analysis.tasks import imagefolder_metric, perplexity_metric, sts_metric
+from secateurs.analysis.tasks import STS_LEAST_PAIRS, imagefolder_metric, perplexity_metric, sts_metric
 from secateurs.data import sample_examples
 from secateurs.data.calibration import CalibrationSource
 from secateurs.sources import LoadedModel
@@ -99,15 +99,16 @@ def check_metric_spec(spec: str | MetricSpec) -> MetricSpec:
     return checked
 
 
-def check_samples(spec: str | MetricSpec, samples: int | None) -> None:
+def check_samples(spec: str | MetricSpec, samples: int | None, *, option: str = "samples") -> None:
     """Refuse a sample limit the metric cannot take, before anything is loaded: one that is not a whole number of
-    1 or more (2 or more for a rank correlation), or one given to a metric that does not read a file or folder."""
+    1 or more (2 or more for a rank correlation), or one given to a metric that does not read a file or folder.
+    ``option`` is how the caller's interface names the limit, for the fix the error gives."""
     if samples is None:
         return
     checked = check_metric_spec(spec)
     if checked.kind not in SAMPLED_KINDS:
-        raise EvaluationError(f"{checked} takes no sample limit: it {_UNSAMPLED[checked.kind]}; drop the limit")
-    least = 2 if checked.kind == "sts" else 1
+        raise EvaluationError(f"{checked} takes no sample limit: it {_UNSAMPLED[checked.kind]}; drop {option}")
+    least = STS_LEAST_PAIRS if checked.kind == "sts" else 1
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < least:
         raise EvaluationError(f"a sample limit of {samples!r} for {checked}: give a whole number of "
                               f"{SAMPLED_KINDS[checked.kind]}, {least} or more")

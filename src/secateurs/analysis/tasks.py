@@ -52,13 +52,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_RATIO = 0.875
 MAX_WINDOW = 1024
 MAX_SENTENCE_TOKENS = 512
+#: A rank correlation needs two pairs at least.
+STS_LEAST_PAIRS = 2
 
 
-def evenly_spaced(count: int, samples: int | None) -> list[int]:
+def evenly_spaced(count: int, samples: int | None, least: int = 1) -> list[int]:
     """Indices of ``samples`` of ``count`` items spread evenly from the first on; all of them when ``samples`` is None
-    or not smaller than ``count``."""
-    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
-        raise EvaluationError(f"samples={samples!r}: give a whole number of samples, 1 or more, or None for all")
+    or not smaller than ``count``. A limit below ``least`` is refused."""
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < least):
+        raise EvaluationError(f"samples={samples!r}: give a whole number of samples, {least} or more, or None for all")
     if samples is None or samples >= count:
         return list(range(count))
     return [index * count // samples for index in range(samples)]
@@ -153,7 +155,7 @@ def read_sts(path: str | os.PathLike[str]) -> tuple[list[str], list[str], torch.
             raise EvaluationError(f"{path}:{number}: column 5 holds {fields[4]!r}, not a similarity score") from None
         left.append(fields[5])
         right.append(fields[6])
-    if len(gold) < 2:
+    if len(gold) < STS_LEAST_PAIRS:
         raise EvaluationError(
             f"{what} holds {len(gold)} sentence pairs; STS files are tab-separated with the score in column 5 and "
             "the sentences in columns 6 and 7, and the correlation needs at least 2 pairs"
@@ -208,9 +210,7 @@ def sts_metric(model: nn.Module, path: str | os.PathLike[str], *, tokenizer: Any
     """Spearman x 100 of a sentence encoder on the STS file ``path``, on ``samples`` of its sentence pairs spread
     over the file when given (see the module docstring)."""
     left, right, gold = read_sts(path)
-    if samples is not None and samples < 2:
-        raise EvaluationError(f"a rank correlation needs at least 2 sentence pairs, not {samples}: ask for 2 or more")
-    count, chosen = len(gold), evenly_spaced(len(gold), samples)
+    count, chosen = len(gold), evenly_spaced(len(gold), samples, least=STS_LEAST_PAIRS)
     left, right, gold = [left[i] for i in chosen], [right[i] for i in chosen], gold[chosen]
     tokenize = _tokenizer(model, tokenizer, f"STS on {path}")
     unique = sorted(set(left) | set(right), key=lambda s: (len(s), s))  # similar lengths batch with little padding

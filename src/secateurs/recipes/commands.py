@@ -49,10 +49,9 @@ def check_eval_samples(args: argparse.Namespace) -> None:
         instead = "size it with --calibration-samples instead" if hasattr(args, "calibration_samples") else "drop it"
         raise OptionError("eval_samples", f"--eval proxy reads a calibration batch, not --eval-samples: {instead}")
     try:
-        check_samples(args.metric, args.eval_samples)
+        check_samples(args.metric, args.eval_samples, option="--eval-samples")
     except EvaluationError as exc:
-        message = str(exc).replace("drop the limit", "drop --eval-samples")
-        raise OptionError("eval_samples", f"--eval-samples {args.eval_samples}: {message}") from None
+        raise OptionError("eval_samples", f"--eval-samples {args.eval_samples}: {exc}") from None
 
 
 def _check_amounts(args: argparse.Namespace) -> None:
